@@ -1,0 +1,185 @@
+"""Wiring only: builds the DAGs from the catalog. Each task body is one call into
+``datarail.pipeline`` (which never imports Airflow); this module adapts Airflow's context
+(data interval, connections, asset events) to plain values.
+
+Parse time reads the catalog YAML and nothing else: no database, no network, no pandas.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, Asset, AssetAny, BaseHook, TaskGroup, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from catalog.models import Catalog, Resource, Unit
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DEFAULT_ARGS = {"owner": "datarail", "retries": 2, "retry_delay": timedelta(minutes=5)}
+DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
+def ods_asset(resource: Resource) -> Asset:
+    return Asset(name=f"ods.{resource.table}", uri=f"datarail://warehouse/ods/{resource.table}")
+
+
+BASE_ASSET = Asset(name="base.libraries", uri="datarail://warehouse/base/libraries")
+SHARE_ASSET = Asset(name="share.sharing_list", uri="datarail://warehouse/share/sharing_list")
+METRICS_ASSET = Asset(name="meta.metric_snapshots", uri="datarail://warehouse/meta/metric_snapshots")
+
+
+def _interval(ctx) -> tuple[str, str]:
+    """The data interval this run works on, as ISO strings.
+
+    Time-scheduled runs use Airflow's data interval. Asset-triggered runs take the newest
+    interval carried by the triggering asset events (set by the load tasks); a manual or
+    test run of an asset-scheduled DAG works on the day of its logical date.
+    """
+    events = ctx.get("triggering_asset_events") or {}
+    carried = [(e.extra["interval_start"], e.extra["interval_end"])
+               for evs in events.values() for e in evs if e.extra and "interval_start" in e.extra]
+    if carried:
+        return max(carried, key=lambda x: x[1])
+    start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
+    if start and end and end > start:
+        return start.isoformat(), end.isoformat()
+    day = (ctx.get("logical_date") or ctx["dag_run"].run_after).astimezone(timezone.utc).date()
+    s = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return s.isoformat(), (s + timedelta(days=1)).isoformat()
+
+
+def _conn(conn_id: str) -> dict:
+    c = BaseHook.get_connection(conn_id)
+    return {"conn_type": c.conn_type, "host": c.host, "port": c.port, "login": c.login,
+            "password": c.password, "schema": c.schema, "extra": c.extra_dejson}
+
+
+@task
+def prepare() -> dict:
+    """Migrate the warehouse and snapshot the catalog (idempotent)."""
+    from datarail import pipeline
+    return pipeline.prepare()
+
+
+def _resource_group(resource: Resource, conn_id: str, prep) -> None:
+    asset = ods_asset(resource)
+
+    @task(task_id="extract")
+    def extract_t() -> dict:
+        from datarail import pipeline
+        return pipeline.extract(resource.code, *_interval(get_current_context()), conn=_conn(conn_id))
+
+    @task(task_id="validate")
+    def validate_t(ext: dict) -> dict:
+        from datarail import pipeline
+        return pipeline.validate(resource.code, *_interval(get_current_context()), extract_summary=ext)
+
+    @task(task_id="load", outlets=[asset])
+    def load_t(ext: dict, val: dict) -> dict:
+        from datarail import pipeline
+        ctx = get_current_context()
+        start, end = _interval(ctx)
+        result = pipeline.load(resource.code, start, end, extract_summary=ext, validate_summary=val,
+                               run_id=ctx["run_id"])
+        ctx["outlet_events"][asset].extra = {"interval_start": start, "interval_end": end,
+                                             "loaded": result["loaded"], "quarantined": result["quarantined"]}
+        return result
+
+    @task(task_id="tickets")
+    def tickets_t(_loaded: dict) -> dict:
+        from datarail import pipeline
+        return pipeline.tickets(resource.code, *_interval(get_current_context()))
+
+    ext = extract_t()
+    prep >> ext
+    val = validate_t(ext)
+    tickets_t(load_t(ext, val))
+
+
+def extract_dag(catalog: Catalog, unit: Unit) -> DAG:
+    """Per source unit: for each active resource extract -> validate -> load -> tickets."""
+    resources = catalog.resources_of(unit.code)
+    doc = (f"### Extract {unit.name_zh} ({unit.name_en})\n\nFor each resource: extract -> stage Parquet "
+           f"(keyed by the data interval) -> validate with Great Expectations -> load passing rows, quarantine "
+           f"the rest -> open/update feedback tickets. Resources: "
+           + ", ".join(f"`{r.code}` {r.name_zh}" for r in resources))
+    with DAG(dag_id=f"datarail_extract_{unit.code}", schedule=DAILY, start_date=START, catchup=False,
+             default_args=DEFAULT_ARGS, doc_md=doc, max_active_runs=1,
+             tags=["datarail", "extract", unit.code]) as dag:
+        prep = prepare()
+        for r in resources:
+            with TaskGroup(group_id=r.table, tooltip=f"{r.code} {r.name_zh}"):
+                _resource_group(r, unit.system(r.system).conn_id, prep)
+    return dag
+
+
+def base_dag(catalog: Catalog) -> DAG:
+    """Asset-scheduled: rebuild the base libraries whenever any ods resource is loaded."""
+    assets = [ods_asset(r) for r in catalog.resources if r.status == "active"]
+    with DAG(dag_id="datarail_base_libraries", schedule=AssetAny(*assets), start_date=START, catchup=False,
+             default_args=DEFAULT_ARGS, max_active_runs=1, tags=["datarail", "warehouse"],
+             doc_md="### Base libraries\n\nRebuilds population, legal-entity and licence libraries "
+                    "(SQL models in `warehouse_sql/base/`) from the ods area.") as dag:
+        @task(outlets=[BASE_ASSET])
+        def build_base() -> dict:
+            from datarail import pipeline
+            ctx = get_current_context()
+            start, end = _interval(ctx)
+            ctx["outlet_events"][BASE_ASSET].extra = {"interval_start": start, "interval_end": end}
+            return pipeline.build_base(start, end)
+        build_base()
+    return dag
+
+
+def publish_dag() -> DAG:
+    """Asset-scheduled: publish share tables and the sharing list after the base libraries."""
+    with DAG(dag_id="datarail_publish", schedule=[BASE_ASSET], start_date=START, catchup=False,
+             default_args=DEFAULT_ARGS, max_active_runs=1, tags=["datarail", "sharing"],
+             doc_md="### Publish\n\nRefreshes `share.*` from rows that passed, the sharing list "
+                    "(JSON + CSV under `$DATARAIL_HOME/exports/<date>/`).") as dag:
+        @task(outlets=[SHARE_ASSET])
+        def publish() -> dict:
+            from datarail import pipeline
+            ctx = get_current_context()
+            start, end = _interval(ctx)
+            ctx["outlet_events"][SHARE_ASSET].extra = {"interval_start": start, "interval_end": end}
+            return pipeline.publish(start, end)
+        publish()
+    return dag
+
+
+def metrics_dag() -> DAG:
+    """Asset-scheduled: compute the metric snapshot and write the source units' reports."""
+    with DAG(dag_id="datarail_metrics", schedule=[SHARE_ASSET], start_date=START, catchup=False,
+             default_args=DEFAULT_ARGS, max_active_runs=1, tags=["datarail", "metrics"],
+             doc_md="### Metrics\n\nSharing ratio, items fully served, provision and structuring "
+                    "rates, tickets per unit; then the per-unit HTML quality reports.") as dag:
+        @task(outlets=[METRICS_ASSET])
+        def compute() -> dict:
+            from datarail import pipeline
+            ctx = get_current_context()
+            start, end = _interval(ctx)
+            ctx["outlet_events"][METRICS_ASSET].extra = {"interval_start": start, "interval_end": end}
+            return pipeline.metrics(start, end)
+
+        @task
+        def quality_reports(_m: dict) -> dict:
+            from datarail import pipeline
+            return pipeline.reports(*_interval(get_current_context()))
+        quality_reports(compute())
+    return dag
+
+
+def export_dag() -> DAG:
+    """Time-scheduled: the leadership bulletin for the previous day (每日一报)."""
+    with DAG(dag_id="datarail_leadership_export", schedule=DAILY, start_date=START, catchup=False,
+             default_args={**DEFAULT_ARGS, "retries": 3, "retry_delay": timedelta(minutes=30)},
+             max_active_runs=1, tags=["datarail", "metrics", "leadership"],
+             doc_md="### Leadership export\n\nDaily bulletin (CSV + XLSX) of the metric snapshot "
+                    "under `$DATARAIL_HOME/exports/<date>/`. Retries while the snapshot is not ready.") as dag:
+        @task
+        def export() -> dict:
+            from datarail import pipeline
+            return pipeline.leadership_export(*_interval(get_current_context()))
+        export()
+    return dag

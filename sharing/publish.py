@@ -1,0 +1,111 @@
+"""Publish one run date: resource status, share tables, the sharing list, lineage.
+
+For every catalog resource it decides, from the warehouse alone, whether the resource was
+delivered in the interval, is fresh for its update cycle, passes quality (loaded ÷ extracted
+at or above the threshold) and is published; then it refreshes ``share.<table>`` from the
+ods rows (which hold only rows that passed) for every shared resource, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime, timezone
+
+import sqlalchemy as sa
+
+from catalog.models import CYCLE_DAYS, Catalog, Resource
+from datarail.interval import Interval
+from quality.tickets import LIVE_STATES
+from warehouse.tables import ensure, ods_table, share_table
+
+log = logging.getLogger(__name__)
+
+
+def _age_days(latest_update: str | None, run_date: date) -> int | None:
+    if not latest_update:
+        return None
+    return (run_date - date.fromisoformat(latest_update[:10])).days
+
+
+def resource_status(conn: sa.Connection, resource: Resource, interval: Interval, threshold: float) -> dict:
+    """The status row of one resource for the interval's run date."""
+    run = conn.execute(sa.text(
+        "SELECT extracted, loaded, quarantined, latest_update FROM meta.runs "
+        "WHERE resource = :r AND interval_key = :k AND status = 'loaded'"),
+        {"r": resource.code, "k": interval.key}).mappings().first()
+    delivered = bool(resource.status == "active" and run and run["extracted"] > 0)
+    extracted = run["extracted"] if run else 0
+    loaded = run["loaded"] if run else 0
+    pass_rate = loaded / extracted if extracted else None
+    age = _age_days(run["latest_update"] if run else None, interval.run_date)
+    fresh = delivered and age is not None and age <= CYCLE_DAYS[resource.update_cycle]
+    return {
+        "run_date": interval.run_date.isoformat(), "resource": resource.code, "delivered": int(delivered),
+        "extracted": extracted, "loaded": loaded, "quarantined": run["quarantined"] if run else 0,
+        "pass_rate": pass_rate, "quality_ok": int(bool(delivered and pass_rate is not None and pass_rate >= threshold)),
+        "latest_update": run["latest_update"] if run else None, "age_days": age, "fresh": int(bool(fresh)),
+        "published": int(delivered and resource.published),
+        # Every delivery path today stages a schema-checked table, so a delivered resource is
+        # structured; document deliveries (scans) will count as delivered but not structured.
+        "structured": int(delivered),
+        "shared_rows": 0,
+    }
+
+
+def _quality_flag(conn: sa.Connection, resource: Resource) -> str:
+    live = conn.execute(sa.text(
+        "SELECT severity, state FROM quality.tickets WHERE resource = :r AND state IN ("
+        + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"), {"r": resource.code}).all()
+    if any(s == "disputed" for _, s in live):
+        return "disputed"
+    if any(sev == "blocking" for sev, _ in live):
+        return "under_rectification"
+    return "warning" if live else "ok"
+
+
+def publish(engine: sa.Engine, catalog: Catalog, interval: Interval, *, threshold: float) -> dict:
+    """Refresh resource status, share tables, sharing list and lineage for the run date."""
+    run_date = interval.run_date.isoformat()
+    shared = [r for r in catalog.resources if r.status == "active" and r.published]
+    md = sa.MetaData()
+    ensure(engine, *[ods_table(r, md) for r in shared], *[share_table(r, md) for r in shared])
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    summary: dict[str, dict] = {}
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM meta.resource_status WHERE run_date = :d"), {"d": run_date})
+        conn.execute(sa.text("DELETE FROM share.sharing_list WHERE run_date = :d"), {"d": run_date})
+        for r in catalog.resources:
+            st = resource_status(conn, r, interval, threshold)
+            if st["published"]:
+                src, dst = md.tables[f"ods.{r.table}"], md.tables[f"share.{r.table}"]
+                flag = _quality_flag(conn, r)
+                names = [f.name for f in r.fields]
+                conn.execute(dst.delete())
+                conn.execute(dst.insert().from_select(
+                    [*names, "_quality_status", "_published_interval"],
+                    sa.select(*[src.c[n] for n in names], sa.literal(flag), sa.literal(interval.key))))
+                st["shared_rows"] = conn.execute(sa.select(sa.func.count()).select_from(dst)).scalar_one()
+                conn.execute(sa.text(
+                    "INSERT INTO share.sharing_list (run_date, resource, table_name, name_zh, name_en, provider_unit, "
+                    "sharing_type, sharing_condition, granted_to, update_cycle, base_library, fields, shared_rows, "
+                    "latest_update, pass_rate, quality_status) VALUES (:d, :r, :t, :nz, :ne, :u, :st, :sc, :g, :uc, "
+                    ":bl, :f, :n, :lu, :pr, :q)"),
+                    {"d": run_date, "r": r.code, "t": f"share.{r.table}", "nz": r.name_zh, "ne": r.name_en,
+                     "u": r.unit, "st": r.sharing.type, "sc": r.sharing.condition,
+                     "g": json.dumps(list(r.sharing.granted_to)), "uc": r.update_cycle, "bl": r.base_library,
+                     "f": json.dumps([{"name": f.name, "type": f.type, "semantic": f.semantic,
+                                       "description": f.description, "personal": f.personal} for f in r.fields],
+                                     ensure_ascii=False),
+                     "n": st["shared_rows"], "lu": st["latest_update"], "pr": st["pass_rate"], "q": flag})
+                conn.execute(sa.text("DELETE FROM meta.lineage WHERE target = :t"), {"t": f"share.{r.table}"})
+                conn.execute(sa.text("INSERT INTO meta.lineage (target, resource, interval_key, built_at) "
+                                     "VALUES (:t, :r, :k, :b)"),
+                             {"t": f"share.{r.table}", "r": r.code, "k": interval.key, "b": now})
+            conn.execute(sa.text(
+                "INSERT INTO meta.resource_status (" + ", ".join(st) + ") VALUES ("
+                + ", ".join(f":{k}" for k in st) + ")"), st)
+            summary[r.code] = st
+    log.info("published %d resources for %s", sum(s["published"] for s in summary.values()), run_date)
+    return {"run_date": run_date, "published": sum(s["published"] for s in summary.values()),
+            "shared_rows": sum(s["shared_rows"] for s in summary.values())}

@@ -1,0 +1,66 @@
+"""One function picks the warehouse: the embedded default (SQLite files under
+``$DATARAIL_HOME/warehouse``) or the server named by ``DATARAIL_WAREHOUSE_URL``.
+
+The five areas are real schemas on both engines, so the same SQL (``ods.household_register``,
+``quality.tickets``) runs on both: PostgreSQL schemas, and on SQLite one attached database
+file per area.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from datarail.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+AREAS = ("ods", "base", "share", "quality", "meta")
+
+
+def warehouse_url(settings: Settings) -> str:
+    if settings.warehouse_url:
+        url = settings.warehouse_url
+        # A bare postgresql:// URL means the psycopg2 driver installed with the project.
+        return "postgresql+psycopg2://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
+    return f"sqlite:///{settings.warehouse_dir / 'main.sqlite'}"
+
+
+def _attach_areas(folder: Path):
+    def on_connect(dbapi_conn, _record):
+        # DIALECT: SQLite has no schemas; each area is an attached database file.
+        # The default rollback journal keeps a commit atomic across attached files.
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 30000")
+        for area in AREAS:
+            cur.execute("ATTACH DATABASE ? AS " + area, (str(folder / f"{area}.sqlite"),))
+        cur.close()
+    return on_connect
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        folder = Path(url.split("sqlite:///", 1)[1]).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        sa.event.listen(engine, "connect", _attach_areas(folder))
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+        with engine.begin() as conn:
+            for area in AREAS:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {area}")
+    log.info("warehouse: %s", engine.url.render_as_string(hide_password=True))
+    return engine
+
+
+def get_engine(settings: Settings | None = None) -> sa.Engine:
+    """The warehouse engine for these settings (cached per URL)."""
+    return _engine_for(warehouse_url(settings or load_settings()))
+
+
+def is_sqlite(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "sqlite"
