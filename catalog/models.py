@@ -7,7 +7,8 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field as PField, AfterValidator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import Field as PField
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -157,18 +158,32 @@ class Resource(_Strict):
     status: Literal["active", "planned"] = PField(
         "active", description="planned: catalogued but the source does not deliver it yet")
 
-    @model_validator(mode="after")
-    def _keys_are_fields(self) -> "Resource":
-        names = [f.name for f in self.fields]
-        dup = {n for n in names if names.count(n) > 1}
+    # Field validators (not one model validator) so an error names the field it concerns.
+    @field_validator("fields")
+    @classmethod
+    def _no_duplicate_fields(cls, fields: tuple[Field, ...]) -> tuple[Field, ...]:
+        names = [f.name for f in fields]
+        dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"fields listed twice: {sorted(dup)}")
-        for k in self.primary_key:
-            if k not in names:
+            raise ValueError(f"fields listed twice: {dup}")
+        return fields
+
+    @field_validator("primary_key")
+    @classmethod
+    def _keys_are_fields(cls, keys: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        names = {f.name for f in info.data.get("fields", ())}
+        for k in keys:
+            if names and k not in names:
                 raise ValueError(f"primary_key names {k!r}, which is not a field")
-        if self.change_tracking.column and self.change_tracking.column not in names:
-            raise ValueError(f"change_tracking.column {self.change_tracking.column!r} is not a field")
-        return self
+        return keys
+
+    @field_validator("change_tracking")
+    @classmethod
+    def _watermark_is_field(cls, ct: ChangeTracking, info: ValidationInfo) -> ChangeTracking:
+        names = {f.name for f in info.data.get("fields", ())}
+        if ct.column and names and ct.column not in names:
+            raise ValueError(f"change_tracking.column {ct.column!r} is not a field")
+        return ct
 
     def field(self, name: str) -> Field:
         for f in self.fields:

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="datarail demo")
     parser.add_argument("--skip-sandbox", action="store_true", help="reuse the existing sandbox")
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--sources-sql-url", help="load the sandbox's SQL systems into this database "
+                        "(e.g. a MariaDB URL) instead of SQLite files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from datarail.privacy import MaskingFilter
@@ -72,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     t_start = time.perf_counter()
     if not args.skip_sandbox or not (settings.sandbox_dir / "manifest.json").exists():
+        from catalog import load_catalog
         from datarail.cli import build_sandbox_for
-        build_sandbox_for(settings, seed=args.seed)
+
+        sql_urls = None
+        if args.sources_sql_url:
+            cat = load_catalog(settings.catalog_dir)
+            sql_urls = {s.conn_id: args.sources_sql_url for u in cat.units for s in u.systems if s.kind == "sql"}
+        build_sandbox_for(settings, seed=args.seed, sql_urls=sql_urls)
     manifest = json.loads((settings.sandbox_dir / "manifest.json").read_text(encoding="utf-8"))
     run_date = date.fromisoformat(manifest["run_date"])
 

@@ -20,9 +20,12 @@ def sql_path(name: str) -> Path:
 
 
 def statements(text: str) -> list[str]:
-    """Split a SQL file into statements; comments are kept with their statement."""
+    """Split a SQL file into statements. Full-line ``--`` comments are dropped: a ``:name``
+    in a comment would otherwise become a bind parameter that the database never sees."""
     out, buf = [], []
     for line in text.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
         buf.append(line)
         if line.rstrip().endswith(";"):
             stmt = "\n".join(buf).strip().rstrip(";").strip()

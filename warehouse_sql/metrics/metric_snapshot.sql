@@ -1,5 +1,5 @@
 -- meta.metric_snapshots for one run date: the numbers leadership reads (DOMAIN.md).
--- Runs after need_status.sql. Params: :run_date.
+-- Runs after need_status.sql. Params: run_date.
 DELETE FROM meta.metric_snapshots WHERE run_date = :run_date;
 
 -- Sharing ratio (数据共享比例): needs met ÷ all needs, overall.

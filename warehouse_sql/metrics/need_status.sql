@@ -3,7 +3,7 @@
 -- A resource is usable when it is delivered, shared, granted to the handling unit (for
 -- conditional sharing; a unit always uses its own data), fresh and quality-passing; the
 -- first failing condition in that order is the reason. An unmet need reports the reason of
--- its first listed resource, or no_resource when it lists none. Params: :run_date.
+-- its first listed resource, or no_resource when it lists none. Params: run_date.
 DELETE FROM meta.need_status WHERE run_date = :run_date;
 
 INSERT INTO meta.need_status (run_date, item, need, handling_unit, met, reason, resource)
