@@ -5,7 +5,14 @@ A new source unit or dataset is a catalog entry, not new code. See ``catalog/REA
 
 from catalog.loader import load_catalog
 from catalog.models import (
-    Catalog, Field, Need, Resource, Responsibility, ServiceItem, SourceUnit, System,
+    Catalog,
+    Field,
+    Need,
+    Resource,
+    Responsibility,
+    ServiceItem,
+    SourceUnit,
+    System,
 )
 
 __all__ = ["Catalog", "Field", "Need", "Resource", "Responsibility", "ServiceItem", "SourceUnit",

@@ -108,7 +108,7 @@ class Location(_Strict):
     records_key: str = "data"
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Location":
+    def _exactly_one(self) -> Location:
         given = [k for k in ("table", "file", "endpoint") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of table, file, endpoint")
@@ -121,7 +121,7 @@ class ChangeTracking(_Strict):
     lookback_days: int = 0
 
     @model_validator(mode="after")
-    def _column_for_watermark(self) -> "ChangeTracking":
+    def _column_for_watermark(self) -> ChangeTracking:
         if self.mode == "watermark" and not self.column:
             raise ValueError("mode watermark needs a column")
         return self
@@ -133,7 +133,7 @@ class Sharing(_Strict):
     granted_to: tuple[Identifier, ...] = PField((), description="consumer units approved (conditional)")
 
     @model_validator(mode="after")
-    def _condition_when_needed(self) -> "Sharing":
+    def _condition_when_needed(self) -> Sharing:
         if self.type != "unconditional" and not self.condition:
             raise ValueError(f"sharing type {self.type} needs a condition (or the basis for not sharing)")
         return self

@@ -1,4 +1,4 @@
-"""Downstream DAGs: base libraries and publishing (asset-scheduled), metrics and reports
+"""Airflow DAGs downstream of extraction: base libraries and publishing (asset-scheduled), metrics and reports
 (asset-scheduled), the leadership export (daily)."""
 
 from _factory import base_dag, export_dag, metrics_dag, publish_dag

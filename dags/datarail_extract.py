@@ -1,4 +1,4 @@
-"""Extract DAGs, one per source unit, generated from the catalog in catalog order."""
+"""Airflow DAGs: extract, one per source unit, generated from the catalog in catalog order."""
 
 from _factory import extract_dag
 

@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import date
 
 import click
 

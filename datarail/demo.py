@@ -14,8 +14,10 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
+
+from datarail.interval import Interval
 
 log = logging.getLogger("datarail.demo")
 
@@ -35,20 +37,28 @@ def ensure_airflow_db(env: dict[str, str]) -> None:
 def run_dags(run_date: date, dag_ids: list[str] | None = None) -> dict[str, str]:
     """Run the DAGs in dependency order with ``dag.test()``; return {dag_id: state}."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     from datarail.settings import REPO_ROOT
 
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+    dags = REPO_ROOT / "dags"
+    # As Airflow's DAG processor does: the bundle folder goes on sys.path (dags/_factory.py).
+    bag = BundleDagBag(dag_folder=str(dags), bundle_path=dags)
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    missing = [d for d in DOWNSTREAM if d not in bag.dag_ids]
+    if missing:
+        raise RuntimeError(f"DAGs not found in {REPO_ROOT / 'dags'}: {missing} (found {sorted(bag.dag_ids)})")
     extract_ids = sorted(d for d in bag.dag_ids if d.startswith("datarail_extract_"))
     order = dag_ids or [*extract_ids, *DOWNSTREAM]
-    logical = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
+    interval = Interval.daily(run_date)
+    # A daily cron data interval [D, D+1) belongs to the run whose logical date is D+1 in
+    # Airflow 3; the interval also goes in the conf so asset-scheduled DAGs use the same one.
+    conf = {"interval_start": interval.start.isoformat(), "interval_end": interval.end.isoformat()}
     states = {}
     for dag_id in order:
         t0 = time.perf_counter()
-        dr = bag.get_dag(dag_id).test(logical_date=logical)
+        dr = bag.get_dag(dag_id).test(logical_date=interval.end, run_conf=conf)
         states[dag_id] = str(getattr(dr.state, "value", dr.state))
         log.info("DAG %s: %s in %.1f s", dag_id, states[dag_id], time.perf_counter() - t0)
     return states

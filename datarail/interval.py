@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,15 @@ class Interval:
             raise ValueError(f"empty interval {self.start} .. {self.end}")
 
     @classmethod
-    def daily(cls, day: date) -> "Interval":
-        start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    def daily(cls, day: date) -> Interval:
+        start = datetime.combine(day, time(0), tzinfo=UTC)
         return cls(start, start + timedelta(days=1))
 
     @property
     def key(self) -> str:
         """A path- and SQL-safe key, e.g. ``20261122T000000Z_20261123T000000Z``."""
         f = "%Y%m%dT%H%M%SZ"
-        return f"{self.start.astimezone(timezone.utc):{f}}_{self.end.astimezone(timezone.utc):{f}}"
+        return f"{self.start.astimezone(UTC):{f}}_{self.end.astimezone(UTC):{f}}"
 
     @property
     def run_date(self) -> date:

@@ -33,7 +33,7 @@ class ConnInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ConnInfo":
+    def from_dict(cls, d: dict[str, Any]) -> ConnInfo:
         extra = d.get("extra") or {}
         if isinstance(extra, str):
             import json

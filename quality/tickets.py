@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -46,7 +46,7 @@ def update_tickets(engine: sa.Engine, catalog: Catalog, resource_code: str, inte
     """Open, update, resolve or reopen the resource's tickets from this interval's check results."""
     resource = catalog.resource(resource_code)
     unit = catalog.unit(resource.unit)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     counts = {"opened": 0, "updated": 0, "resolved": 0, "reopened": 0, "unchanged": 0}
     with engine.begin() as conn:
         checks = conn.execute(sa.text(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 
@@ -70,7 +70,7 @@ def publish(engine: sa.Engine, catalog: Catalog, interval: Interval, *, threshol
     shared = [r for r in catalog.resources if r.status == "active" and r.published]
     md = sa.MetaData()
     ensure(engine, *[ods_table(r, md) for r in shared], *[share_table(r, md) for r in shared])
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     summary: dict[str, dict] = {}
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM meta.resource_status WHERE run_date = :d"), {"d": run_date})

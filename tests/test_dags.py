@@ -26,8 +26,9 @@ import psycopg2, pymysql
 psycopg2.connect = refuse
 pymysql.connect = refuse
 before = set(sys.modules)
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]))
 heavy = sorted(m for m in ("pandas", "great_expectations", "pyarrow", "openpyxl") if m in sys.modules and m not in before)
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                   "dags": {d: sorted(t.task_id for t in bag.get_dag(d).tasks) for d in bag.dag_ids},

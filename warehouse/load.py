@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -103,7 +103,7 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
     table = ods_table(resource)
     ensure(engine, table)
     rows = rows_for_insert(resource, passed)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     for r in rows:
         r.update(_run_id=run_id, _interval_key=interval.key, _loaded_at=now)
     warned = sum(c["failed"] for c in checks if c["severity"] == "warning")
@@ -181,7 +181,7 @@ def previous_watermark(engine: sa.Engine, resource: Resource, interval: Interval
 def record_failure(engine: sa.Engine, resource: Resource, interval: Interval, run_id: str | None,
                    error: str) -> None:
     """Record a failed run (the previous load, if any, stays as it was)."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM meta.runs WHERE resource = :r AND interval_key = :k AND status <> 'loaded'"),
                      {"r": resource.code, "k": interval.key})

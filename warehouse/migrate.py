@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -60,7 +60,7 @@ def migrate(engine: sa.Engine) -> list[str]:
             run_file(conn, f"migrations/{name}")
             conn.execute(sa.text("INSERT INTO meta.schema_migrations (version, name, checksum, applied_at) "
                                  "VALUES (:v, :n, :c, :t)"),
-                         {"v": version, "n": name, "c": checksum, "t": datetime.now(timezone.utc)})
+                         {"v": version, "n": name, "c": checksum, "t": datetime.now(UTC)})
         log.info("warehouse: applied migration %s", name)
         now_applied.append(version)
     return now_applied

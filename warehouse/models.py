@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -47,7 +47,7 @@ def build_base_libraries(engine: sa.Engine, catalog: Catalog, interval: Interval
     md = sa.MetaData()
     needed = {s for m in models for s in m["sources"]}
     ensure(engine, *[ods_table(catalog.resource_by_table(t), md) for t in sorted(needed)])
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     counts = {}
     for m in models:
         with engine.begin() as conn:
