@@ -58,7 +58,7 @@ def run_dags(run_date: date, dag_ids: list[str] | None = None) -> dict[str, str]
     states = {}
     for dag_id in order:
         t0 = time.perf_counter()
-        dr = bag.get_dag(dag_id).test(logical_date=interval.end, run_conf=conf)
+        dr = bag.dags[dag_id].test(logical_date=interval.end, run_conf=conf)
         states[dag_id] = str(getattr(dr.state, "value", dr.state))
         log.info("DAG %s: %s in %.1f s", dag_id, states[dag_id], time.perf_counter() - t0)
     return states

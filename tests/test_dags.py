@@ -31,7 +31,7 @@ from airflow.dag_processing.dagbag import BundleDagBag
 bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]))
 heavy = sorted(m for m in ("pandas", "great_expectations", "pyarrow", "openpyxl") if m in sys.modules and m not in before)
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
-                  "dags": {d: sorted(t.task_id for t in bag.get_dag(d).tasks) for d in bag.dag_ids},
+                  "dags": {d: sorted(t.task_id for t in dag.tasks) for d, dag in bag.dags.items()},
                   "heavy": heavy}))
 """
 
