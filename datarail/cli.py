@@ -3,7 +3,7 @@
     datarail catalog validate
     datarail sandbox build [--seed N] [--mariadb URL] [--postgres URL]
     datarail warehouse migrate | status
-    datarail tickets list [--unit U] [--state S] [--json]
+    datarail tickets list [--unit U] [--state S] [--json]   (datarail/commands/tickets.py)
     datarail metrics [--date D] [--json]
     datarail demo [--skip-sandbox]
 """
@@ -119,30 +119,6 @@ def warehouse_status(as_json: bool) -> None:
         click.echo(f"{r['version']}  {r['state']:<8} {r['name']}  {r['applied_at'] or ''}")
 
 
-@main.group()
-def tickets() -> None:
-    """Feedback tickets to source units."""
-
-
-@tickets.command("list")
-@click.option("--unit", help="source unit code")
-@click.option("--state", help="new, acknowledged, rectifying, disputed, reopened, resolved")
-@click.option("--json", "as_json", is_flag=True)
-def tickets_list(unit: str | None, state: str | None, as_json: bool) -> None:
-    """List tickets (samples masked; failing keys stay in the warehouse)."""
-    from quality.tickets import list_tickets
-    from warehouse.engine import get_engine
-
-    rows = list_tickets(get_engine(load_settings()), unit=unit, state=state)
-    if as_json:
-        return _echo_json(rows)
-    if not rows:
-        click.echo("no tickets")
-    for t in rows:
-        click.echo(f"{t['ticket_id']}  {t['state']:<10} {t['unit']:<5} {t['resource']:<12} {t['check_id']:<32} "
-                   f"{t['failed']}/{t['evaluated']} rows  due {t['due_date']}")
-
-
 @main.command()
 @click.option("--date", "run_date", help="run date (YYYY-MM-DD); default: the latest snapshot")
 @click.option("--json", "as_json", is_flag=True)
@@ -179,6 +155,10 @@ def demo(skip_sandbox: bool, seed: int) -> None:
     cmd = [sys.executable, "-m", "datarail.demo", "--seed", str(seed)] + (["--skip-sandbox"] if skip_sandbox else [])
     sys.exit(subprocess.call(cmd, env=os.environ.copy()))
 
+
+from datarail.commands import register  # noqa: E402  (groups defined beside their concern)
+
+register(main)
 
 if __name__ == "__main__":
     main()
