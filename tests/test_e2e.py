@@ -87,9 +87,7 @@ def check_pipeline(env: dict, output: str) -> dict:
     # One live ticket per failing (resource, check), per source unit.
     want = Counter()
     for r in catalog.resources:
-        for chk, n in manifest["resources"].get(r.code, {}).get("checks", {}).items():
-            if n:
-                want[r.unit] += 1
+        want[r.unit] += sum(1 for n in manifest["resources"].get(r.code, {}).get("checks", {}).values() if n)
     assert tickets == want
 
     # The metrics match an independent computation from the catalog and the manifest.
