@@ -12,6 +12,7 @@ help:
 	@echo "make test   - the whole test suite (server tests need PostgreSQL and MariaDB on 127.0.0.1)"
 	@echo "make ui     - the Airflow UI on the demo data at http://127.0.0.1:8080"
 	@echo "make lint   - ruff"
+	@echo "make bench  - extraction benchmark: datarail vs the C floor, pandas and dlt; warehouse merge and base-library builds at 5M (bench/RESULTS.md)"
 	@echo "make clean  - remove var/ (all runtime data)"
 
 $(STAMP): setup.cfg
@@ -37,6 +38,14 @@ test-integration: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Needs MariaDB (root@127.0.0.1:3306) and PostgreSQL (postgres@127.0.0.1:5432) and the mariadb/psql
+# clients; takes ~10 min on 2 cores. Writes bench/results.json and bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.quality_validate
+	$(BIN)/python -m bench.warehouse
 
 ui: $(STAMP)
 	$(BIN)/python -m datarail.ui

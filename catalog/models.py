@@ -127,6 +127,16 @@ class ChangeTracking(_Strict):
         return self
 
 
+class Partition(_Strict):
+    """Split a large SQL table into key ranges extracted in parallel (one mapped Airflow task
+    per range). Small tables stay one task: without this setting, or when the key span is
+    below ``min_span``, the resource is extracted in one piece."""
+
+    column: Identifier = PField(description="an integer primary-key field to split on")
+    ranges: int = PField(4, ge=2, le=64, description="how many key ranges (mapped tasks) at most")
+    min_span: int = PField(200_000, ge=1, description="key spans smaller than this are not split")
+
+
 class Sharing(_Strict):
     type: SharingType
     condition: str | None = PField(None, description="共享条件, or the basis for not sharing")
@@ -137,6 +147,89 @@ class Sharing(_Strict):
         if self.type != "unconditional" and not self.condition:
             raise ValueError(f"sharing type {self.type} needs a condition (or the basis for not sharing)")
         return self
+
+
+Severity = Literal["blocking", "warning"]
+
+
+class QualityCheck(_Strict):
+    """A check added to a resource in the catalog YAML, beyond those its fields imply
+    (``quality/README.md`` lists every check kind and its default severity).
+
+    - ``date_order``: ``fields: [earlier, later]``; the earlier date must not be after the later one.
+    - ``id_gender``: ``field`` (a resident ID) and either ``gender_field`` (the declared gender
+      column) or ``gender`` (a fixed 男/女, e.g. the male partner of a marriage record).
+    - ``exists``: every non-null ``field`` value exists in ``ref``: a resource code (matched
+      against its primary key) or a base library (``population``: resident IDs,
+      ``legal_entity``: credit codes). Checked in the warehouse after the load.
+    """
+
+    kind: Literal["date_order", "id_gender", "exists"]
+    field: Identifier | None = None
+    fields: tuple[Identifier, ...] = ()
+    gender_field: Identifier | None = None
+    gender: Literal["男", "女"] | None = None
+    ref: str | None = PField(None, description="exists: resource code, or population / legal_entity")
+    severity: Severity | None = PField(None, description="default per kind (quality/README.md)")
+
+    @model_validator(mode="after")
+    def _shape(self) -> QualityCheck:
+        if self.kind == "date_order" and len(self.fields) != 2:
+            raise ValueError("date_order needs fields: [earlier, later]")
+        if self.kind == "id_gender" and (not self.field or (self.gender_field is None) == (self.gender is None)):
+            raise ValueError("id_gender needs field and exactly one of gender_field, gender")
+        if self.kind == "exists" and (not self.field or not self.ref):
+            raise ValueError("exists needs field and ref")
+        return self
+
+
+class VolumeRule(_Strict):
+    """Volume against the last ``runs`` loaded deliveries of earlier intervals: fails when a
+    delivery has fewer than ``min_ratio`` x their median rows (a tenth of the usual fails).
+    ``enabled`` defaults to on for snapshot resources and off for watermark ones (whose
+    deliveries are changes, so their size follows activity, not the table)."""
+
+    enabled: bool | None = None
+    runs: int = PField(5, ge=1, le=100)
+    min_history: int = PField(3, ge=1, description="fewer earlier runs than this: no baseline yet, passes")
+    min_ratio: float = PField(0.5, gt=0, le=1)
+    severity: Severity = "blocking"
+
+
+class FreshnessRule(_Strict):
+    """Freshness against the declared update cycle: the newest change delivered (``column``,
+    default the change-tracking column or ``updated_at``) may be at most ``max_age_days``
+    (default the cycle's days, ``CYCLE_DAYS``) before the run date."""
+
+    enabled: bool = True
+    column: Identifier | None = None
+    max_age_days: int | None = PField(None, ge=0)
+    severity: Severity = "warning"
+
+
+class QualityRules(_Strict):
+    """Per-resource quality settings (``quality:`` in the resource YAML); every part optional."""
+
+    checks: tuple[QualityCheck, ...] = ()
+    severity: tuple[tuple[str, Severity], ...] = PField(
+        (), description="override by check id ('phone:phone') or kind ('phone'); a mapping in YAML")
+    volume: VolumeRule = VolumeRule()
+    freshness: FreshnessRule = FreshnessRule()
+    auto_id_gender: bool = PField(True, description="pair the only resident-ID field with the only gender field")
+    auto_licence_holder: bool = PField(
+        True, description="licence library: the holder (first resident ID / USCC field) must exist "
+                          "in the population / legal-entity library")
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _mapping(cls, value):
+        # A mapping in YAML, a sorted tuple here: the frozen model stays hashable.
+        return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+    def severity_for(self, check_id: str, default: str) -> str:
+        """The severity of ``check_id``: an override by id, else by kind, else ``default``."""
+        overrides = dict(self.severity)
+        return overrides.get(check_id) or overrides.get(check_id.split(":", 1)[0]) or default
 
 
 class Resource(_Strict):
@@ -157,6 +250,15 @@ class Resource(_Strict):
     base_library: BaseLibrary = "none"
     status: Literal["active", "planned"] = PField(
         "active", description="planned: catalogued but the source does not deliver it yet")
+    authoritative_for: tuple[Annotated[str, PField(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")], ...] = PField(
+        (), description="base-library attributes this resource is the authoritative source of, as "
+                        "<library>.<attribute> (e.g. population.birth_date): a cross-source conflict on one of "
+                        "them is attributed to this resource. Unset: the base model's declared default source")
+    schema_drift: Literal["evolve", "freeze", "discard_row", "discard_value"] = PField(
+        "evolve", description="what extraction does when the source's columns drift from the catalog "
+                              "(see extractors/drift.py)")
+    partition: Partition | None = PField(None, description="SQL only: extract in parallel key ranges")
+    quality: QualityRules = PField(QualityRules(), description="check additions and settings (quality/README.md)")
 
     # Field validators (not one model validator) so an error names the field it concerns.
     @field_validator("fields")
@@ -184,6 +286,30 @@ class Resource(_Strict):
         if ct.column and names and ct.column not in names:
             raise ValueError(f"change_tracking.column {ct.column!r} is not a field")
         return ct
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_on_integer_key(cls, part: Partition | None, info: ValidationInfo) -> Partition | None:
+        fields = {f.name: f for f in info.data.get("fields", ())}
+        if part is not None and fields:
+            f = fields.get(part.column)
+            if f is None or f.type != "integer" or part.column not in info.data.get("primary_key", ()):
+                raise ValueError(f"partition.column {part.column!r} must be an integer primary-key field")
+        return part
+
+    @field_validator("quality")
+    @classmethod
+    def _quality_fields_exist(cls, rules: QualityRules, info: ValidationInfo) -> QualityRules:
+        names = {f.name for f in info.data.get("fields", ())}
+        if not names:
+            return rules
+        for i, c in enumerate(rules.checks):
+            for n in (c.field, c.gender_field, *c.fields):
+                if n is not None and n not in names:
+                    raise ValueError(f"quality.checks[{i}] ({c.kind}) names {n!r}, which is not a field")
+        if rules.freshness.column and rules.freshness.column not in names:
+            raise ValueError(f"quality.freshness.column {rules.freshness.column!r} is not a field")
+        return rules
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -242,6 +368,24 @@ class Catalog(_Strict):
             if r.code == code:
                 return r
         raise KeyError(code)
+
+    def authority(self, attribute: str) -> Resource | None:
+        """The resource declared authoritative for ``<library>.<attribute>``, if any."""
+        for r in self.resources:
+            if attribute in r.authoritative_for:
+                return r
+        return None
+
+    @field_validator("resources")
+    @classmethod
+    def _one_authority_per_attribute(cls, resources: tuple[Resource, ...]) -> tuple[Resource, ...]:
+        seen: dict[str, str] = {}
+        for r in resources:
+            for attr in r.authoritative_for:
+                if attr in seen:
+                    raise ValueError(f"{attr} is declared authoritative by both {seen[attr]} and {r.code}")
+                seen[attr] = r.code
+        return resources
 
     def resource_by_table(self, table: str) -> Resource:
         for r in self.resources:

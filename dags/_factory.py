@@ -68,10 +68,36 @@ def prepare() -> dict:
 def _resource_group(resource: Resource, conn_id: str, prep) -> None:
     asset = ods_asset(resource)
 
+    def nothing_new(summary: dict) -> dict:
+        # A file drop with no new file: skip validate/load/tickets instead of loading nothing.
+        if summary.get("skipped"):
+            from airflow.sdk.exceptions import AirflowSkipException
+            raise AirflowSkipException(summary["skipped"])
+        return summary
+
     @task(task_id="extract")
     def extract_t() -> dict:
         from datarail import pipeline
-        return pipeline.extract(resource.code, *_interval(get_current_context()), conn=_conn(conn_id))
+        ctx = get_current_context()
+        return nothing_new(pipeline.extract(resource.code, *_interval(ctx), conn=_conn(conn_id), run_id=ctx["run_id"]))
+
+    # Large SQL tables (catalog `partition`): plan key ranges, extract them as mapped tasks in
+    # parallel, merge into one delivery. Everything else stays one task.
+    @task(task_id="plan_ranges")
+    def plan_t() -> list[dict]:
+        from datarail import pipeline
+        return pipeline.extract_plan(resource.code, conn=_conn(conn_id))
+
+    @task(task_id="extract_range")
+    def part_t(part: dict) -> dict:
+        from datarail import pipeline
+        ctx = get_current_context()
+        return pipeline.extract(resource.code, *_interval(ctx), conn=_conn(conn_id), part=part, run_id=ctx["run_id"])
+
+    @task(task_id="extract")
+    def merge_t(parts) -> dict:
+        from datarail import pipeline
+        return nothing_new(pipeline.extract_merge(resource.code, *_interval(get_current_context()), parts=list(parts)))
 
     @task(task_id="validate")
     def validate_t(ext: dict) -> dict:
@@ -94,8 +120,13 @@ def _resource_group(resource: Resource, conn_id: str, prep) -> None:
         from datarail import pipeline
         return pipeline.tickets(resource.code, *_interval(get_current_context()))
 
-    ext = extract_t()
-    prep >> ext
+    if resource.partition is None:
+        ext = extract_t()
+        prep >> ext
+    else:
+        plan = plan_t()
+        prep >> plan
+        ext = merge_t(part_t.expand(part=plan))
     val = validate_t(ext)
     tickets_t(load_t(ext, val))
 
@@ -139,17 +170,46 @@ def publish_dag() -> DAG:
     """Asset-scheduled: publish share tables and the sharing list after the base libraries."""
     with DAG(dag_id="datarail_publish", schedule=[BASE_ASSET], start_date=START, catchup=False,
              default_args=DEFAULT_ARGS, max_active_runs=1, tags=["datarail", "sharing"],
-             doc_md="### Publish\n\nRefreshes `share.*` from rows that passed, the sharing list "
-                    "(JSON + CSV under `$DATARAIL_HOME/exports/<date>/`).") as dag:
+             doc_md="### Publish\n\nCross-resource quality checks in the warehouse (results, evidence, "
+                    "tickets), then refreshes `share.*` from rows that passed, flagging rows under an open "
+                    "ticket, and the sharing list (JSON + CSV under `$DATARAIL_HOME/exports/<date>/`).") as dag:
+        @task
+        def cross_checks() -> dict:
+            from datarail import pipeline
+            return pipeline.cross_checks(*_interval(get_current_context()))
+
         @task(outlets=[SHARE_ASSET])
-        def publish() -> dict:
+        def publish(_checked: dict) -> dict:
             from datarail import pipeline
             ctx = get_current_context()
             start, end = _interval(ctx)
             ctx["outlet_events"][SHARE_ASSET].extra = {"interval_start": start, "interval_end": end}
             return pipeline.publish(start, end)
-        publish()
+        publish(cross_checks())
     return dag
+
+
+def _optional_conn(conn_id: str) -> dict | None:
+    """An Airflow connection as a dict, or ``None`` when it is not defined (the channel is off)."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return _conn(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def _dingtalk_sender(conn_id: str):
+    """Post through the Airflow DingTalk provider when it is installed; ``None`` otherwise
+    (the pipeline then posts the same message itself)."""
+    try:
+        from airflow.providers.dingding.hooks.dingding import DingdingHook
+    except ImportError:
+        return None
+
+    def send(message: dict) -> None:
+        DingdingHook(dingding_conn_id=conn_id, message_type="markdown", message=message).send()
+    return send
 
 
 def metrics_dag() -> DAG:
@@ -157,7 +217,9 @@ def metrics_dag() -> DAG:
     with DAG(dag_id="datarail_metrics", schedule=[SHARE_ASSET], start_date=START, catchup=False,
              default_args=DEFAULT_ARGS, max_active_runs=1, tags=["datarail", "metrics"],
              doc_md="### Metrics\n\nSharing ratio, items fully served, provision and structuring "
-                    "rates, tickets per unit; then the per-unit HTML quality reports.") as dag:
+                    "rates, tickets per unit; then the per-unit quality reports (HTML, XLSX, GX Data Docs, "
+                    "the supervision list) and digests to the units whose tickets changed (SMTP connection "
+                    "`datarail_smtp`, DingTalk connection `datarail_dingtalk`).") as dag:
         @task(outlets=[METRICS_ASSET])
         def compute() -> dict:
             from datarail import pipeline
@@ -170,7 +232,16 @@ def metrics_dag() -> DAG:
         def quality_reports(_m: dict) -> dict:
             from datarail import pipeline
             return pipeline.reports(*_interval(get_current_context()))
-        quality_reports(compute())
+
+        @task
+        def notify(_r: dict) -> dict:
+            from datarail import pipeline
+            from quality.notify import SMTP_CONN_ID, WEBHOOK_CONN_ID
+            webhook = _optional_conn(WEBHOOK_CONN_ID)
+            return pipeline.notify(*_interval(get_current_context()), email_conn=_optional_conn(SMTP_CONN_ID),
+                                   webhook_conn=webhook,
+                                   webhook_send=_dingtalk_sender(WEBHOOK_CONN_ID) if webhook else None)
+        notify(quality_reports(compute()))
     return dag
 
 

@@ -2,7 +2,8 @@
 
     datarail catalog validate
     datarail sandbox build [--seed N] [--mariadb URL] [--postgres URL]
-    datarail warehouse migrate | status
+    datarail warehouse migrate | status | build | checksum   (datarail/commands/warehouse_history.py)
+    datarail asof TABLE KEY DATE / datarail lineage TABLE     (datarail/commands/warehouse_history.py)
     datarail tickets list [--unit U] [--state S] [--json]   (datarail/commands/tickets.py)
     datarail metrics [--date D] [--json]
     datarail demo [--skip-sandbox]
@@ -88,35 +89,6 @@ def sandbox_build(seed: int, mariadb_url: str | None, postgres_url: str | None) 
     rows = sum(r["rows"] for r in manifest["resources"].values())
     click.echo(f"sandbox {settings.sandbox_dir}: {len(manifest['resources'])} resources, {rows} rows, "
                f"run date {manifest['run_date']}; manifest {settings.sandbox_dir / 'manifest.json'}")
-
-
-@main.group()
-def warehouse() -> None:
-    """The central warehouse (embedded SQLite, or DATARAIL_WAREHOUSE_URL)."""
-
-
-@warehouse.command("migrate")
-def warehouse_migrate() -> None:
-    """Apply pending migrations (safe to rerun)."""
-    from warehouse.engine import get_engine
-    from warehouse.migrate import migrate
-
-    applied = migrate(get_engine(load_settings()))
-    click.echo(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
-
-
-@warehouse.command("status")
-@click.option("--json", "as_json", is_flag=True)
-def warehouse_status(as_json: bool) -> None:
-    """List migrations and whether each is applied."""
-    from warehouse.engine import get_engine
-    from warehouse.migrate import status
-
-    rows = status(get_engine(load_settings()))
-    if as_json:
-        return _echo_json(rows)
-    for r in rows:
-        click.echo(f"{r['version']}  {r['state']:<8} {r['name']}  {r['applied_at'] or ''}")
 
 
 @main.command()

@@ -19,7 +19,6 @@ import pandas as pd
 
 from catalog import Catalog, load_catalog
 from catalog.models import Resource
-from datarail.errors import ExtractError
 from datarail.interval import Interval
 from datarail.settings import Settings, load_settings
 
@@ -61,85 +60,84 @@ def prepare(settings: Settings | None = None) -> dict:
     return {"migrations_applied": applied, "catalog": counts}
 
 
-def extract(resource_code: str, start, end, conn: dict, settings: Settings | None = None) -> dict:
-    """Extract one resource for the interval into staging Parquet; returns the summary."""
-    from extractors import ConnInfo, extract_resource
-    from warehouse.load import previous_watermark, record_failure
+def extract(resource_code: str, start, end, conn: dict, settings: Settings | None = None, *,
+            part: dict | None = None, chunk_rows: int = 50_000, run_id: str | None = None) -> dict:
+    """Extract one resource for the interval into staging Parquet; returns the run summary
+    (rows, bytes, duration, rows/s, watermark before/after, snapshot changes, drift, files),
+    also recorded in ``meta.extract_runs``. ``summary["skipped"]`` is set when a file drop
+    has no new file (the DAG then skips validate and load). ``part``: one key range of a
+    partitioned table (see :func:`extract_plan` / :func:`extract_merge`)."""
+    from extractors import ConnInfo
+    from extractors.run import extract_interval
 
     settings, catalog, engine = runtime(settings)
     interval = interval_of(start, end)
     resource = catalog.resource(resource_code)
     system = catalog.unit(resource.unit).system(resource.system)
-    since = previous_watermark(engine, resource, interval) if resource.change_tracking.mode == "watermark" else None
-    try:
-        result = extract_resource(resource, system, ConnInfo.from_dict(conn), interval,
-                                  staging_dir(settings, resource, interval) / "raw", since=since)
-    except ExtractError as exc:
-        record_failure(engine, resource, interval, None, str(exc))
-        raise
-    log.info("extracted %s [%s]: %d rows, %d bytes in %.2f s", resource.code, interval.key, result.rows,
-             result.bytes, result.duration_s)
-    return result.to_dict()
+    return extract_interval(engine, resource, system, ConnInfo.from_dict(conn), interval,
+                            staging_dir(settings, resource, interval) / "raw", chunk_rows=chunk_rows,
+                            key_range=part or None, run_id=run_id)
 
 
-def _read_staged(files: list[str]) -> pd.DataFrame:
-    frames = [pd.read_parquet(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def extract_plan(resource_code: str, conn: dict, settings: Settings | None = None) -> list[dict]:
+    """The key ranges to extract a partitioned SQL resource in (``[{}]``: in one piece)."""
+    from extractors import ConnInfo
+    from extractors.run import plan_parts
+
+    settings, catalog, _ = runtime(settings)
+    resource = catalog.resource(resource_code)
+    return plan_parts(resource, catalog.unit(resource.unit).system(resource.system), ConnInfo.from_dict(conn))
 
 
-def _latest_update(resource: Resource, raw: pd.DataFrame, interval: Interval) -> str:
-    """When the source last changed: the newest watermark / updated_at value delivered, else
-    the delivery itself (a snapshot without a change column is as fresh as its delivery)."""
-    from quality.coerce import parse_date
+def extract_merge(resource_code: str, start, end, parts: list[dict], settings: Settings | None = None) -> dict:
+    """Join the staged key ranges of a partitioned extraction into one delivery; the summary."""
+    from extractors.run import merge_parts
 
-    col = resource.change_tracking.column or ("updated_at" if "updated_at" in {f.name for f in resource.fields}
-                                               else None)
-    if col and col in raw and raw[col].notna().any():
-        dates = [d for d in (parse_date(v) for v in raw[col].dropna().unique()) if d is not None]
-        if dates:
-            return max(dates).isoformat()
-    return interval.run_date.isoformat()
+    settings, catalog, engine = runtime(settings)
+    interval = interval_of(start, end)
+    resource = catalog.resource(resource_code)
+    return merge_parts(engine, resource, interval, staging_dir(settings, resource, interval) / "raw", list(parts))
 
 
 def validate(resource_code: str, start, end, extract_summary: dict, settings: Settings | None = None) -> dict:
-    """Validate the staged delivery with Great Expectations; stage passed / quarantined rows."""
-    from quality.divisions import load_divisions
-    from quality.validate import validate as run_checks
+    """Validate the staged delivery with Great Expectations, streaming from its Parquet parts
+    (memory bounded by the chunk size); stage passed / quarantined rows, the failing rows'
+    keys (evidence), the check results and GX's (masked) result for the Data Docs."""
+    import pyarrow.parquet as pq
 
-    settings, catalog, _ = runtime(settings)
+    from datarail.errors import ReconciliationError
+    from quality.divisions import load_divisions
+    from quality.evidence import check_dicts, load_history
+    from quality.validate import validate_staged
+
+    settings, catalog, engine = runtime(settings)
     interval = interval_of(start, end)
     resource = catalog.resource(resource_code)
     t0 = time.perf_counter()
-    raw = _read_staged(extract_summary["files"])
-    if raw.empty:
-        raw = pd.DataFrame({**{f.name: pd.Series(dtype="str") for f in resource.fields},
-                            "_row": pd.Series(dtype="int64"), "_source": pd.Series(dtype="str")})
-    if len(raw) != extract_summary["rows"]:
-        from datarail.errors import ReconciliationError
-        raise ReconciliationError(f"extracted {extract_summary['rows']} rows but staged {len(raw)}",
+    files = list(extract_summary.get("files") or [])
+    staged = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if staged != extract_summary["rows"]:
+        raise ReconciliationError(f"extracted {extract_summary['rows']} rows but staged {staged}",
                                   unit=resource.unit, resource=resource.code)
-    outcome = run_checks(resource, raw, run_date=interval.run_date, divisions=load_divisions(),
-                         division_policy=settings.division_policy)
     out = staging_dir(settings, resource, interval) / "validated"
-    out.mkdir(parents=True, exist_ok=True)
-    outcome.passed.to_parquet(out / "passed.parquet", index=False)
-    outcome.quarantined.to_parquet(out / "quarantined.parquet", index=False)
-    checks = [_check_dict(c) for c in outcome.checks]
+    outcome = validate_staged(resource, files, out, run_date=interval.run_date, divisions=load_divisions(),
+                              division_policy=settings.division_policy,
+                              history=load_history(engine, resource, interval))
+    checks = check_dicts(outcome.checks)
     (out / "checks.json").write_text(json.dumps(checks, ensure_ascii=False, default=str), encoding="utf-8")
-    summary = {"resource": resource.code, "evaluated": outcome.evaluated, "passed": len(outcome.passed),
-               "quarantined": len(outcome.quarantined), "gx_success": bool(outcome.gx_success),
+    (out / "gx_result.json").write_text(json.dumps(outcome.gx_result, ensure_ascii=False, default=str),
+                                        encoding="utf-8")
+    # When the source last changed: the newest change delivered (or, for an empty incremental
+    # delivery, the newest earlier runs saw); a delivery without a change column is as fresh
+    # as the delivery itself.
+    summary = {"resource": resource.code, "evaluated": outcome.evaluated, "passed": outcome.n_passed,
+               "quarantined": outcome.n_quarantined, "gx_success": bool(outcome.gx_success),
                "failing_checks": sorted(c["check_id"] for c in checks if c["failed"]),
-               "latest_update": _latest_update(resource, raw, interval), "dir": str(out),
+               "latest_update": outcome.latest_update or interval.run_date.isoformat(), "dir": str(out),
                "duration_s": round(time.perf_counter() - t0, 3)}
     log.info("validated %s [%s]: %d rows, %d passed, %d quarantined, failing checks %s", resource.code,
              interval.key, outcome.evaluated, summary["passed"], summary["quarantined"], summary["failing_checks"])
     return summary
-
-
-def _check_dict(c) -> dict:
-    return {"check_id": c.check_id, "kind": c.kind, "field": c.field, "severity": c.severity, "rule": c.rule,
-            "evaluated": int(c.evaluated), "failed": int(c.failed),
-            "failed_keys": [str(k) for k in c.failed_keys], "sample": c.sample}
 
 
 def load(resource_code: str, start, end, extract_summary: dict, validate_summary: dict,
@@ -159,11 +157,30 @@ def load(resource_code: str, start, end, extract_summary: dict, validate_summary
 
 
 def tickets(resource_code: str, start, end, settings: Settings | None = None) -> dict:
-    """Open, update or resolve the resource's feedback tickets from this interval's checks."""
+    """Keep the evidence of this interval's checks (every failing row's key, the reproducing
+    query) and open, update, resolve or reopen the resource's feedback tickets from them."""
+    from quality.evidence import record_evidence
     from quality.tickets import update_tickets
 
     settings, catalog, engine = runtime(settings)
-    return update_tickets(engine, catalog, resource_code, interval_of(start, end))
+    interval = interval_of(start, end)
+    resource = catalog.resource(resource_code)
+    folder = staging_dir(settings, resource, interval) / "validated"
+    checks_file = folder / "checks.json"
+    if checks_file.exists():
+        checks = json.loads(checks_file.read_text(encoding="utf-8"))
+        record_evidence(engine, resource, interval, checks, folder / "failures.parquet")
+    return update_tickets(engine, catalog, resource_code, interval,
+                          check_ids=[c["check_id"] for c in checks] if checks_file.exists() else None)
+
+
+def cross_checks(start, end, settings: Settings | None = None) -> dict:
+    """Cross-resource checks in the warehouse (after the base libraries, before publishing):
+    results, evidence and tickets for every resource delivered in the interval."""
+    from quality.crosscheck import run_cross_checks
+
+    settings, catalog, engine = runtime(settings)
+    return {"failed": run_cross_checks(engine, catalog, interval_of(start, end))}
 
 
 def build_base(start, end, settings: Settings | None = None) -> dict:
@@ -196,13 +213,36 @@ def metrics(start, end, settings: Settings | None = None) -> dict:
 
 
 def reports(start, end, settings: Settings | None = None) -> dict:
-    """Write the per-unit HTML quality reports of the run date."""
+    """Escalate overdue tickets onto the supervision list, then write the run date's reports
+    under ``$DATARAIL_HOME/reports/<date>/``: per source unit a self-contained HTML report and
+    an XLSX of the failing keys, GX Data Docs of the unit's validations, the supervision list
+    and an index."""
     from quality.reports import write_unit_reports
+    from quality.tickets import escalate_overdue
+
+    settings, catalog, engine = runtime(settings)
+    interval = interval_of(start, end)
+    run_date = interval.run_date.isoformat()
+    escalated = escalate_overdue(engine, interval.run_date)
+    validated = {r.code: staging_dir(settings, r, interval) / "validated" / "gx_result.json"
+                 for r in catalog.resources}
+    paths = write_unit_reports(engine, catalog, run_date, settings.reports_dir / run_date,
+                               gx_results=validated)
+    return {"run_date": run_date, "escalated": escalated, "files": {k: str(v) for k, v in paths.items()}}
+
+
+def notify(start, end, email_conn: dict | None = None, webhook_conn: dict | None = None,
+           webhook_send=None, settings: Settings | None = None) -> dict:
+    """Send each source unit whose tickets changed a digest of its report: by email over
+    SMTP (``email_conn``: an Airflow connection as a dict) and to a DingTalk-style webhook
+    (``webhook_conn``; ``webhook_send`` lets the DAG post through the Airflow provider). Every
+    digest is also written to ``reports/<date>/outbox/``; unchanged units get nothing."""
+    from quality.notify import send_digests
 
     settings, catalog, engine = runtime(settings)
     run_date = interval_of(start, end).run_date.isoformat()
-    paths = write_unit_reports(engine, catalog, run_date, settings.reports_dir / run_date)
-    return {"run_date": run_date, "files": {k: str(v) for k, v in paths.items()}}
+    return send_digests(engine, catalog, run_date, settings.reports_dir / run_date, email_conn=email_conn,
+                        webhook_conn=webhook_conn, webhook_send=webhook_send)
 
 
 def leadership_export(start, end, settings: Settings | None = None) -> dict:

@@ -63,25 +63,48 @@ class ExtractResult:
     watermark_before: str | None = None
     watermark_after: str | None = None
     columns: list[str] = field(default_factory=list)
+    # rows read from the source: rows staged + rows a drift policy set aside (``drift``)
+    rows_read: int | None = None
+    chunks: int = 0
+    engine: str | None = None  # sql read path (connectorx / sqlalchemy), files, http
+    drift: dict[str, Any] | None = None
+    source_schema: dict[str, str] | None = None  # field -> source type family (SQL)
+    rejects_file: str | None = None
+    key_range: dict[str, Any] | None = None
+    source_files: list[dict[str, Any]] | None = None  # file drops: name, fingerprint, rows, status
+    skipped: str | None = None  # why nothing was extracted on purpose (no new file): downstream skips
+
+    @property
+    def rows_per_s(self) -> float:
+        return round(self.rows / self.duration_s, 1) if self.duration_s else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "rows_per_s": self.rows_per_s}
 
 
 def extract_resource(resource: Resource, system: System, conn: ConnInfo, interval: Interval,
-                     out_dir: Path, *, since: str | None = None, chunk_rows: int = 50_000) -> ExtractResult:
+                     out_dir: Path, *, since: str | None = None, chunk_rows: int = 50_000, state: Any = None,
+                     key_range: dict[str, Any] | None = None,
+                     previous_schema: dict[str, str] | None = None) -> ExtractResult:
     """Extract ``resource`` from ``system`` into Parquet files under ``out_dir``.
 
     ``since``: for watermark resources, only rows whose watermark column is greater than
     this value (minus the resource's lookback) are read; rows at or after ``interval.end``
     are never read, so a rerun of the same interval stages the same rows.
+
+    ``state`` (:class:`extractors.state.ExtractState`): file drops are fingerprinted and
+    archived. ``key_range`` (SQL): extract one key range of a partitioned table.
+    ``previous_schema`` (SQL): the source schema last seen, to detect retyped columns.
     """
     if system.kind == "sql":
-        from extractors.sql import extract_sql as fn
-    elif system.kind == "file":
-        from extractors.files import extract_files as fn
-    elif system.kind == "http":
-        from extractors.http import extract_http as fn
-    else:  # pragma: no cover - the catalog model forbids other kinds
-        raise ValueError(system.kind)
-    return fn(resource, conn, interval, Path(out_dir), since=since, chunk_rows=chunk_rows)
+        from extractors.sql import extract_sql
+        return extract_sql(resource, conn, interval, Path(out_dir), since=since, chunk_rows=chunk_rows,
+                           key_range=key_range, previous_schema=previous_schema)
+    if system.kind == "file":
+        from extractors.files import extract_files
+        return extract_files(resource, conn, interval, Path(out_dir), since=since, chunk_rows=chunk_rows,
+                             state=state)
+    if system.kind == "http":
+        from extractors.http import extract_http
+        return extract_http(resource, conn, interval, Path(out_dir), since=since, chunk_rows=chunk_rows)
+    raise ValueError(system.kind)  # pragma: no cover - the catalog model forbids other kinds

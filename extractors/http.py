@@ -37,7 +37,8 @@ from datarail.errors import ExtractError
 from datarail.interval import Interval
 from datarail.privacy import scrub_text
 from extractors.base import ConnInfo, ExtractResult
-from extractors.staging import StagingWriter, WatermarkWindow, resolve_columns, source_timezone
+from extractors.drift import Drift, Rejects, drift_error, log_drift, policy_of, split_new
+from extractors.staging import StagingWriter, WatermarkWindow, resolve_columns, source_timezone, to_text
 
 log = logging.getLogger(__name__)
 
@@ -239,33 +240,60 @@ def extract_http(resource: Resource, conn: ConnInfo, interval: Interval, out_dir
     wm_index = [f.name for f in resource.fields].index(window.field) if window else None
     client = ApiClient(conn, unit=resource.unit, resource=resource.code)
     keys: list[str] | None = None
+    new_keys: list[str] = []
     skipped = 0
+    where = f"endpoint {resource.location.endpoint}"
+    drift = Drift(policy=policy_of(resource))
+    rejects = Rejects(out_dir) if drift.policy == "discard_row" else None
     try:
         with StagingWriter(out_dir, resource, chunk_rows=chunk_rows, tz=tz, started=started) as writer:
             for records, label in pages(client, resource, page_size=page_size, params=params,
                                         max_pages=int(extra.get("max_pages", 100_000))):
-                if keys is None:
+                if keys is None and records:
                     # Records omit keys for nulls in some APIs: judge the layout on a whole page.
                     seen = list(dict.fromkeys(k for r in records for k in r))
-                    mapping = resolve_columns(resource, seen, where=f"endpoint {resource.location.endpoint}")
+                    mapping = resolve_columns(resource, seen, where=where)
                     keys = [seen[i] if i is not None else None for i in mapping]
-                for rec in records:
+                    new_keys = [seen[i] for i in split_new(seen, mapping)]
+                    drift.new = list(new_keys)
+                    drift.missing = [f.name for f, k in zip(resource.fields, keys, strict=True) if k is None]
+                    if drift.policy == "freeze" and drift.missing:
+                        col = drift.missing[0]
+                        raise drift_error(resource, resource.field(col).source_name, f"is missing from {where}",
+                                          f"{label}, record 1", field=col)
+                for i, rec in enumerate(records, start=1):
                     values = [rec.get(k) if k is not None else None for k in keys]
                     if window is not None:
                         if not window.admits(values[wm_index]):
                             skipped += 1
                             continue
                         window.observe(values[wm_index])
+                    extras = {k: rec[k] for k in new_keys if to_text(rec.get(k)) is not None}
+                    if extras:
+                        if drift.policy == "freeze":
+                            raise drift_error(resource, next(iter(extras)), f"is delivered by {where} but not "
+                                              "in the catalog", f"{label}, record {i}")
+                        if rejects is not None:
+                            drift.discarded_rows += 1
+                            rejects.add(label, "value in new key(s) " + ", ".join(extras), rec)
+                            continue
+                        if drift.policy == "discard_value":
+                            drift.discarded_values += len(extras)
                     writer.append(values, label)
     finally:
         client.close()
     log.info("resource %s: %d request(s) to %s", resource.code, client.requests, client.base)
-    if window is None:
-        return writer.result()
+    log_drift(resource, drift, where)
     if skipped:
         log.info("resource %s: %d record(s) at or after the interval end or before the window skipped",
                  resource.code, skipped)
-    return writer.result(watermark_before=since, watermark_after=window.after)
+    res = (writer.result() if window is None
+           else writer.result(watermark_before=since, watermark_after=window.after))
+    res.engine = "http"
+    res.drift = drift.to_dict()
+    res.rows_read = res.rows + drift.discarded_rows
+    res.rejects_file = rejects.close() if rejects else None
+    return res
 
 
 __all__ = ["ApiClient", "RateLimiter", "base_url", "extract_http", "pages"]

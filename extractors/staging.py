@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -133,6 +134,71 @@ def to_text(value: Any, ftype: str = "string", *, tz: tzinfo = UTC,
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, ensure_ascii=False, default=str)
     return str(value).strip() or None
+
+
+def arrow_text(array: pa.Array | pa.ChunkedArray, ftype: str = "string", *, tz: tzinfo = UTC,
+               midnight_as_date: bool = False) -> pa.Array:
+    """Render a whole Arrow column as staged text, vectorised: the same text :func:`to_text`
+    gives value by value (the SQL fast path stages Arrow batches without a Python loop).
+
+    Types without a vectorised rendering (time, binary, nested) fall back to :func:`to_text`.
+    """
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    t = array.type
+    if pa.types.is_dictionary(t):
+        array = array.cast(t.value_type)
+        t = array.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), pa.string())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = pc.utf8_trim_whitespace(array.cast(pa.string()))
+        return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    if pa.types.is_boolean(t):
+        return pc.if_else(array, "true", "false")
+    if pa.types.is_integer(t) or pa.types.is_decimal(t):
+        # Decimals keep their scale ('1234.50'), as Decimal formatting does.
+        return array.cast(pa.string())
+    if pa.types.is_floating(t):
+        f = array.cast(pa.float64())
+        finite = pc.is_finite(f)
+        integral = pc.and_(finite, pc.and_(pc.equal(pc.floor(f), f), pc.less(pc.abs(f), 1e18)))
+        as_int = pc.if_else(integral, f, 0.0).cast(pa.int64()).cast(pa.string())
+        shown = pc.if_else(integral, as_int, f.cast(pa.string()))
+        return pc.if_else(finite, shown, pa.scalar(None, pa.string()))
+    if pa.types.is_date(t):
+        return array.cast(pa.date32()).cast(pa.string())
+    if pa.types.is_timestamp(t):
+        ts = array
+        if t.tz is not None:
+            # Aware values as wall-clock text in the source's time zone.
+            ts = ts.cast(pa.timestamp(t.unit, tz=getattr(tz, "key", None) or "UTC"))
+            ts = pc.local_timestamp(ts)
+        ts = ts.cast(pa.timestamp("us"), safe=False)
+        micros = pc.cast(ts, pa.int64())
+        subsec = pc.not_equal(pc.subtract(micros, pc.multiply(_floor_div(micros, 1_000_000), 1_000_000)), 0)
+        full = ts.cast(pa.string())  # 'YYYY-MM-DD HH:MM:SS.ffffff'
+        short = pc.utf8_slice_codeunits(full, 0, 19)
+        text = pc.if_else(subsec, full, short)
+        if ftype == "date" or (midnight_as_date and ftype != "datetime"):
+            midnight = pc.equal(pc.subtract(micros, pc.multiply(_floor_div(micros, 86_400_000_000),
+                                                                86_400_000_000)), 0)
+            text = pc.if_else(midnight, pc.utf8_slice_codeunits(full, 0, 10), text)
+        return text
+    return pa.array([to_text(v, ftype, tz=tz, midnight_as_date=midnight_as_date) for v in array.to_pylist()],
+                    type=pa.string())
+
+
+def _floor_div(values: pa.Array, divisor: int) -> pa.Array:
+    """Integer floor division (Arrow's ``divide`` truncates toward zero)."""
+    import pyarrow.compute as pc
+
+    q = pc.divide(values, divisor)
+    # Truncation differs from floor for negative non-multiples (dates before 1970).
+    fix = pc.and_(pc.less(values, 0), pc.not_equal(pc.multiply(q, divisor), values))
+    return pc.if_else(fix, pc.subtract(q, 1), q)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,18 +392,21 @@ class StagingWriter:
 
     def __init__(self, out_dir: Path, resource: Resource, *, chunk_rows: int = 50_000,
                  rows_per_file: int = 1_000_000, tz: tzinfo = UTC, midnight_as_date: bool = False,
-                 started: float | None = None):
+                 started: float | None = None, extra_columns: Sequence[str] = ()):
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
         self.out_dir = Path(out_dir)
         self.resource = resource
         self.chunk_rows = chunk_rows
         self.rows_per_file = max(rows_per_file, 1)
-        self.field_names = [f.name for f in resource.fields]
+        self.tz = tz
+        # Extra text columns after the catalog's (schema drift policy ``evolve``: new source columns).
+        self.extra_columns = list(extra_columns)
+        self.field_names = [f.name for f in resource.fields] + self.extra_columns
         self.schema = staged_schema(self.field_names)
         self._convert: list[Callable[[Any], str | None]] = [
             (lambda v, t=f.type: to_text(v, t, tz=tz, midnight_as_date=midnight_as_date))
-            for f in resource.fields]
+            for f in resource.fields] + [(lambda v: to_text(v, "string", tz=tz)) for _ in self.extra_columns]
         self._reset_buffer()
         self.rows = 0
         self.chunks = 0
@@ -377,21 +446,46 @@ class StagingWriter:
         if len(self._sources) >= self.chunk_rows:
             self.flush()
 
+    def append_arrow(self, columns: Sequence[pa.Array | None], source: str | pa.Array) -> None:
+        """Stage a whole Arrow batch: ``columns`` are staged text (see :func:`arrow_text`) in
+        field order, ``None`` for a field the source lacks; ``source`` one ``_source`` text for
+        every row, or an array of them. Written as row groups of at most ``chunk_rows`` rows."""
+        self.flush()
+        n = next((len(c) for c in columns if c is not None), len(source) if isinstance(source, pa.Array) else 0)
+        if n == 0:
+            return
+        for start in range(0, n, self.chunk_rows):
+            m = min(self.chunk_rows, n - start)
+            arrays = [pa.nulls(m, pa.string()) if c is None else c.slice(start, m) for c in columns]
+            self._write(arrays, source.slice(start, m) if isinstance(source, pa.Array) else self._repeat(source, m))
+
+    def _repeat(self, text: str, n: int) -> pa.Array:
+        # One constant ``_source`` array per label, sliced per chunk: no per-row Python work.
+        cached = getattr(self, "_repeat_cache", None)
+        if cached is None or cached[0] != text or len(cached[1]) < n:
+            cached = (text, pa.array([text] * max(n, self.chunk_rows), type=pa.string()))
+            self._repeat_cache = cached
+        return cached[1].slice(0, n)
+
     def flush(self) -> None:
         """Write the buffered rows as one row group (no-op when the buffer is empty)."""
         n = len(self._sources)
         if n == 0:
             return
-        first = self.rows + 1
         arrays = [pa.array(c, type=pa.string()) for c in self._cols]
-        arrays.append(pa.array(range(first, first + n), type=pa.int64()))
-        arrays.append(pa.array(self._sources, type=pa.string()))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        sources = pa.array(self._sources, type=pa.string())
+        self._reset_buffer()
+        self._write(arrays, sources)
+
+    def _write(self, arrays: list[pa.Array], sources: pa.Array) -> None:
+        n = len(sources)
+        first = self.rows + 1
+        batch = pa.RecordBatch.from_arrays(
+            [*arrays, pa.array(np.arange(first, first + n, dtype=np.int64)), sources], schema=self.schema)
         self._open_file().write_batch(batch, row_group_size=n)
         self.rows += n
         self._file_rows += n
         self.chunks += 1
-        self._reset_buffer()
         elapsed = max(time.monotonic() - self._started, 1e-9)
         # Counts only: staged values may be personal data and never go to the log.
         log.info("resource %s: chunk %d, %d rows, total %d, %.0f rows/s",
@@ -455,7 +549,7 @@ class StagingWriter:
         res = ExtractResult(resource=self.resource.code, rows=self.rows, files=[str(p) for p in self.files],
                             bytes=self.bytes, duration_s=round(self.duration_s, 3),
                             watermark_before=watermark_before, watermark_after=watermark_after,
-                            columns=self.columns)
+                            columns=self.columns, rows_read=self.rows, chunks=self.chunks)
         log.info("resource %s: staged %d rows in %d file(s), %d bytes, %.2f s",
                  self.resource.code, res.rows, len(res.files), res.bytes, res.duration_s)
         return res

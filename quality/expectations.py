@@ -30,10 +30,15 @@ if _GX_LOG.level == logging.NOTSET or _GX_LOG.level < logging.WARNING:
     _GX_LOG.setLevel(logging.WARNING)
 
 from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
-from great_expectations.expectations.expectation import ColumnMapExpectation  # noqa: E402
+from great_expectations.expectations.expectation import (  # noqa: E402
+    ColumnMapExpectation,
+    ColumnPairMapExpectation,
+)
 from great_expectations.expectations.metrics.map_metric_provider import (  # noqa: E402
     ColumnMapMetricProvider,
+    ColumnPairMapMetricProvider,
     column_condition_partial,
+    column_pair_condition_partial,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +60,8 @@ quiet_gx_loggers()
 
 __all__ = ["ExpectColumnValuesToBeValidResidentId", "ExpectColumnValuesToBeValidUscc",
            "ExpectColumnValuesToBeValidPhone", "ExpectColumnValuesToCoerceToType",
-           "register_division_reference", "quiet_gx_loggers"]
+           "ExpectColumnPairSexDigitToMatchGender", "ExpectColumnValuesToBeInRegisteredSet",
+           "register_division_reference", "register_value_set", "quiet_gx_loggers"]
 
 _REFERENCES: dict[str, DivisionReference] = {}
 
@@ -66,6 +72,19 @@ def register_division_reference(reference: DivisionReference) -> str:
     again returns the same key."""
     key = f"{reference.source}#{id(reference)}"
     _REFERENCES[key] = reference
+    return key
+
+
+_VALUE_SETS: dict[str, frozenset] = {}
+
+
+def register_value_set(name: str, values) -> str:
+    """Make a (large) value set available to :class:`ExpectColumnValuesToBeInRegisteredSet`
+    under a key derived from ``name``; the expectation carries only the key, so GX does not
+    copy thousands of values each time it copies the expectation's arguments."""
+    frozen = frozenset(values)
+    key = f"{name}#{hash(frozen)}"
+    _VALUE_SETS[key] = frozen
     return key
 
 
@@ -110,12 +129,47 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
 
 class ColumnValuesValidUscc(ColumnMapMetricProvider):
     condition_metric_name = "column_values.datarail_valid_uscc"
+    condition_value_keys = ("division_policy", "division_reference")
 
     @column_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column, **kwargs):
+    def _pandas(cls, column, division_policy="historic", division_reference=None, **kwargs):
         from quality.identifiers import uscc_problems
 
-        return uscc_problems(column).isna()
+        return uscc_problems(column, divisions=_reference(division_reference), policy=division_policy).isna()
+
+
+class ColumnValuesInRegisteredSet(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.datarail_in_registered_set"
+    condition_value_keys = ("value_set_key",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, value_set_key, **kwargs):
+        try:
+            values = _VALUE_SETS[value_set_key]
+        except KeyError:
+            raise KeyError(f"value set {value_set_key!r} is not registered in this process") from None
+        from quality.identifiers import isin_large
+
+        return isin_large(column, values)
+
+
+class ColumnPairSexDigitMatchesGender(ColumnPairMapMetricProvider):
+    """True where the resident ID's 17th character (odd = male) agrees with the gender text;
+    rows whose ID is not 17 digits + check or whose gender is not 男/女 are not judged (other
+    checks report those)."""
+
+    condition_metric_name = "column_pair_values.datarail_sex_digit_matches_gender"
+    condition_domain_keys = ("batch_id", "table", "column_A", "column_B", "row_condition", "condition_parser",
+                             "ignore_row_if")
+    condition_value_keys = ()
+
+    @column_pair_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column_A, column_B, **kwargs):
+        from quality.identifiers import sex_of_resident_ids
+
+        sex = sex_of_resident_ids(column_A)
+        judged = sex.notna() & column_B.isin(("男", "女"))
+        return ~judged | (sex == column_B).fillna(False).astype(bool)
 
 
 class ColumnValuesValidPhone(ColumnMapMetricProvider):
@@ -164,13 +218,44 @@ class ExpectColumnValuesToBeValidResidentId(ColumnMapExpectation):
 
 class ExpectColumnValuesToBeValidUscc(ColumnMapExpectation):
     """Expect each non-null value to be a valid GB 32100 unified social credit code: 18
-    characters over 0-9 A-H J-N P Q R T U W X Y, positions 3-8 digits, the embedded GB 11714
-    organisation code's check character and the mod-31 check character."""
+    characters over 0-9 A-H J-N P Q R T U W X Y, positions 3-8 a division code known under
+    ``division_policy`` in the registered ``division_reference`` (or 100000, national), the
+    embedded GB 11714 organisation code's check character and the mod-31 check character."""
+
+    division_policy: Literal["historic", "current", "at_year"] = "historic"
+    division_reference: Optional[str] = None  # noqa: UP045 (GX's pydantic v1 models)
 
     library_metadata: ClassVar[dict] = _LIBRARY
     map_metric = "column_values.datarail_valid_uscc"
-    success_keys = ("mostly",)
+    success_keys = ("division_policy", "division_reference", "mostly")
     args_keys = ("column",)
+
+
+class ExpectColumnValuesToBeInRegisteredSet(ColumnMapExpectation):
+    """Expect each non-null value to be in the value set registered under ``value_set_key``
+    (:func:`register_value_set`): ``ExpectColumnValuesToBeInSet`` for reference lists too
+    large to travel inside the expectation (the ~6,900 division codes)."""
+
+    value_set_key: str
+
+    library_metadata: ClassVar[dict] = _LIBRARY
+    map_metric = "column_values.datarail_in_registered_set"
+    success_keys = ("value_set_key", "mostly")
+    args_keys = ("column", "value_set_key")
+
+
+class ExpectColumnPairSexDigitToMatchGender(ColumnPairMapExpectation):
+    """Expect the sex digit of the resident ID in ``column_A`` (GB 11643: the 17th character,
+    odd = male) to match the declared gender (男/女) in ``column_B``. Rows where either is
+    missing are skipped, and so are rows with a malformed ID or another gender value."""
+
+    ignore_row_if: Literal["both_values_are_missing", "either_value_is_missing", "neither"] = \
+        "either_value_is_missing"
+
+    library_metadata: ClassVar[dict] = _LIBRARY
+    map_metric = "column_pair_values.datarail_sex_digit_matches_gender"
+    success_keys = ("column_A", "column_B", "ignore_row_if", "mostly")
+    args_keys = ("column_A", "column_B")
 
 
 class ExpectColumnValuesToBeValidPhone(ColumnMapExpectation):

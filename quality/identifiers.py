@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 
     from quality.divisions import DivisionReference
 
+def isin_large(series: pd.Series, values) -> pd.Series:
+    """``series.isin(values)`` for a large reference set (the ~6,900 division codes): pandas'
+    Arrow-backed ``isin`` converts every reference value to a scalar on each call; a column
+    holds few distinct codes, so decide those and look only them up."""
+    present = series.dropna().unique()
+    return series.isin([v for v in present if v in values])
+
+
 # --- resident identity number (GB 11643) -------------------------------------------------
 
 RID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
@@ -124,7 +132,7 @@ def resident_id_problems(series: pd.Series, *, run_date: date, divisions: Divisi
     s = s[lengths == 18]
     shaped = s.str.fullmatch(r"\d{17}[\dX]").fillna(False).astype(bool)
     # str.fullmatch's \d matches any Unicode digit; the byte matrix below needs ASCII.
-    ascii_ok = s.map(str.isascii, na_action="ignore").fillna(False).astype(bool)
+    ascii_ok = s.str.isascii().fillna(False).astype(bool)
     bad_chars = ~(shaped & ascii_ok)
     out[s[bad_chars].index] = "characters"
     s = s[~bad_chars]
@@ -161,9 +169,29 @@ def resident_id_problems(series: pd.Series, *, run_date: date, divisions: Divisi
         ok = np.fromiter(((c, int(y)) in known for c, y in zip(pairs["code"], pairs["year"], strict=True)),
                          dtype=bool, count=len(pairs))
     else:
-        ok = places.isin(divisions.codes(policy)).to_numpy()
+        ok = isin_large(places, divisions.codes(policy)).to_numpy()
     out[s.index[~ok]] = "birthplace code unknown"
     return out.set_axis(series.index)
+
+
+def sex_of_resident_id(value: str | None) -> str | None:
+    """'男' or '女' from a resident ID's 17th character (odd = male), ``None`` when the value
+    is not 17 ASCII digits + a check character."""
+    if value is None or not RID_SHAPE.match(value):
+        return None
+    return "男" if int(value[16]) % 2 else "女"
+
+
+def sex_of_resident_ids(series: pd.Series) -> pd.Series:
+    """Vectorised :func:`sex_of_resident_id` (object Series of '男' / '女' / ``None``)."""
+    import pandas as pd
+
+    s = series.astype("str") if series.dtype == object else series
+    shaped = s.str.fullmatch(r"[0-9]{17}[0-9X]").fillna(False).astype(bool).to_numpy()
+    digit = pd.to_numeric(s.str.slice(16, 17), errors="coerce").to_numpy()
+    out = np.where(digit % 2 == 1, "男", "女").astype(object)
+    out[~shaped] = None
+    return pd.Series(out, index=series.index, dtype=object)
 
 
 # --- unified social credit code (GB 32100) and organisation code (GB 11714) -----------------
@@ -184,7 +212,18 @@ _ORG_VALUE = np.full(256, 255, dtype=np.int64)
 for _i, _c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
     _ORG_VALUE[ord(_c)] = _i
 
-USCC_REASONS = ("length", "characters", "organisation code check character", "check character")
+USCC_REASONS = ("length", "characters", "organisation code check character", "check character",
+                "division code unknown")
+# Positions 3-8 of codes issued by national authorities (e.g. the State Administration for
+# Market Regulation) hold 100000, which is not a GB/T 2260 code.
+USCC_NATIONAL_DIVISION = "100000"
+
+
+def _uscc_division_known(code: str, divisions: DivisionReference, policy: str) -> bool:
+    if code == USCC_NATIONAL_DIVISION:
+        return True
+    # A credit code carries no issue year: at_year reads as "ever valid", like historic.
+    return divisions.is_known(code, policy="historic" if policy == "at_year" else policy)
 
 
 def org_code_check_char(body8: str) -> str:
@@ -211,12 +250,16 @@ def make_uscc(prefix: str, division: str, org_body: str) -> str:
     return first17 + uscc_check_char(first17)
 
 
-def uscc_problem(value: str | None) -> str | None:
+def uscc_problem(value: str | None, *, divisions: DivisionReference | None = None,
+                 policy: str = "historic") -> str | None:
     """Why ``value`` is not a valid GB 32100 unified social credit code, or ``None``.
 
     Checks, in order: 18 characters; alphabet 0-9 A-H J-N P Q R T U W X Y (no I O S V Z,
     upper case) with positions 3-8 digits; the embedded organisation code's GB 11714 check
-    character (position 17); the mod-31 check character (position 18). Null: no problem.
+    character (position 17); the mod-31 check character (position 18); the registering
+    authority's division code (positions 3-8) in the division reference under ``policy``
+    (``100000``, national authorities, always passes; ``divisions=None`` loads
+    python-stdnum's list). Null: no problem.
     """
     if value is None:
         return None
@@ -232,10 +275,16 @@ def uscc_problem(value: str | None) -> str | None:
         return "characters"
     if value[17] != expected:
         return "check character"
+    if divisions is None:
+        from quality.divisions import load_divisions
+        divisions = load_divisions()
+    if not _uscc_division_known(value[2:8], divisions, policy):
+        return "division code unknown"
     return None
 
 
-def uscc_problems(series: pd.Series) -> pd.Series:
+def uscc_problems(series: pd.Series, *, divisions: DivisionReference | None = None,
+                  policy: str = "historic") -> pd.Series:
     """Vectorised :func:`uscc_problem` over a Series: reasons, ``None`` where valid or null."""
     import pandas as pd
 
@@ -246,7 +295,7 @@ def uscc_problems(series: pd.Series) -> pd.Series:
     out[lengths[lengths != 18].index] = "length"
     s = s[lengths == 18]
     shaped = s.str.fullmatch(USCC_SHAPE.pattern[1:-1]).fillna(False).astype(bool)
-    ascii_ok = s.map(str.isascii, na_action="ignore").fillna(False).astype(bool)
+    ascii_ok = s.str.isascii().fillna(False).astype(bool)
     bad = ~(shaped & ascii_ok)
     out[s[bad].index] = "characters"
     s = s[~bad]
@@ -263,6 +312,16 @@ def uscc_problems(series: pd.Series) -> pd.Series:
     expected = alphabet[(31 - total % 31) % 31]
     bad_check = (~bad_org) & (m[:, 17] != expected)
     out[s.index[bad_check]] = "check character"
+    ok = ~(bad_org | bad_check)
+    if ok.any():
+        if divisions is None:
+            from quality.divisions import load_divisions
+            divisions = load_divisions()
+        places = s[ok].str.slice(2, 8)
+        # Few distinct codes even in a million rows: decide each once.
+        known = {c for c in places.unique() if _uscc_division_known(c, divisions, policy)}
+        unknown = ~places.isin(known).to_numpy()
+        out[places.index[unknown]] = "division code unknown"
     return out.set_axis(series.index)
 
 

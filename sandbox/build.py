@@ -34,6 +34,8 @@ from typing import Any
 from catalog.models import CYCLE_DAYS, Catalog, Field, Resource, System
 from datarail.errors import DatarailError
 from quality.divisions import load_divisions
+from quality.identifiers import make_resident_id
+from quality.suite import change_column
 from sandbox.world import DEFAULT_RUN_DATE, DEFAULT_SEED, World, build_world
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,10 @@ FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 PLANS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "RK-GA-0001": (("bad_check", "resident_id"), ("duplicate", None), ("missing", "name"),
                    ("unknown_division", "division_code"), ("malformed_date", "birth_date"),
-                   ("impossible_date", "birth_date"), ("future_date", "birth_date"), ("bad_value", "gender")),
+                   ("impossible_date", "birth_date"), ("future_date", "birth_date"), ("bad_value", "gender"),
+                   ("gender_flip", "gender")),
     "RK-GA-0002": (("bad_check", "resident_id"), ("duplicate", None), ("missing", "address"),
-                   ("malformed_date", "valid_from"), ("future_date", "valid_from")),
+                   ("malformed_date", "valid_from"), ("future_date", "valid_from"), ("date_swap", "valid_to")),
     "RK-MZ-0001": (("bad_check", "male_id"), ("duplicate", None), ("unknown_division", "reg_division"),
                    ("impossible_date", "reg_date"), ("bad_check", "female_id"), ("bad_value", "reg_type"),
                    ("missing", "female_name")),
@@ -65,10 +68,12 @@ PLANS: dict[str, tuple[tuple[str, str | None], ...]] = {
                    ("missing", "school"), ("bad_value", "level")),
     "RK-JY-0002": (("bad_check", "resident_id"), ("duplicate", None), ("missing", "name"),
                    ("unknown_division", "division_code"), ("malformed_date", "birth_date"),
-                   ("impossible_date", "enrol_date"), ("future_date", "birth_date"), ("bad_value", "grade")),
+                   ("impossible_date", "enrol_date"), ("future_date", "birth_date"), ("bad_value", "grade"),
+                   ("gender_flip", "gender")),
     "FR-SC-0001": (("bad_check", "uscc"), ("duplicate", None), ("unknown_division", "division_code"),
                    ("malformed_date", "established_date"), ("bad_check", "legal_rep_id")),
-    "FR-SC-0002": (("bad_check", "uscc"), ("future_date", "issue_date"), ("missing", "issuing_authority")),
+    "FR-SC-0002": (("bad_check", "uscc"), ("future_date", "issue_date"), ("missing", "issuing_authority"),
+                   ("date_swap", "valid_until")),
     "RK-GJJ-0001": (("bad_check", "resident_id"), ("duplicate", None), ("impossible_date", "open_date"),
                     ("bad_value", "status")),
     "RK-GJJ-0002": (("bad_check", "resident_id"), ("malformed_date", "loan_date")),
@@ -78,6 +83,9 @@ PLANS: dict[str, tuple[tuple[str, str | None], ...]] = {
                    ("malformed_date", "first_reg_date")),
 }
 WARNINGS: dict[str, str] = {"RK-GA-0001": "phone", "FR-SC-0001": "phone", "RK-JY-0002": "guardian_phone"}
+# Cross-resource warnings: a valid resident ID of nobody in the household register (the
+# `exists:` check, run in the warehouse after the load; the row still loads and is flagged).
+ORPHANS: dict[str, str] = {"RK-MZ-0001": "male_id"}
 BAD_VALUES = {"gender": ["1", "2", "未知"], "reg_type": ["补领", "复婚", "灵活就业"], "level": ["大专", "研究生"],
               "status": ["冻结", "1"], "grade": ["初一", "7年级", "高中一年级"]}
 BAD_PHONES = ["1381234567", "+86 13812345678", "12345678901", "0571 8812345", "138-1234-5678"]
@@ -102,6 +110,18 @@ class Row:
     dup_original: bool = False  # a clean row whose key a later extra row repeats
 
 
+def _spec_id(resource: Resource, kind: str, match) -> str:
+    """The id of the resource's check of ``kind`` that ``match(spec)`` selects (the suite
+    in quality/suite.py decides check ids; the sandbox asks it)."""
+    from quality.suite import build_specs
+
+    specs = build_specs(resource, run_date=date(2000, 1, 1), divisions=load_divisions())
+    found = [s.check_id for s in specs if s.kind == kind and match(s)]
+    if len(found) != 1:
+        raise DatarailError(f"no single {kind} check for this defect", resource=resource.code)
+    return found[0]
+
+
 def check_id(kind: str, field: Field | None, resource: Resource) -> str:
     """The spec's check id a defect kind trips."""
     if kind == "duplicate":
@@ -109,6 +129,12 @@ def check_id(kind: str, field: Field | None, resource: Resource) -> str:
     assert field is not None
     if kind == "bad_check":
         return f"{field.semantic}:{field.name}"
+    if kind == "gender_flip":
+        return _spec_id(resource, "id_gender", lambda s: s.params.get("gender_field") == field.name)
+    if kind == "date_swap":
+        return _spec_id(resource, "date_order", lambda s: s.params["later"] == field.name)
+    if kind == "orphan_ref":
+        return f"exists:{field.name}"
     return {"missing": "not_null", "unknown_division": "division_code", "malformed_date": "type",
             "impossible_date": "type", "future_date": "date_range", "bad_value": "values",
             "bad_phone": "phone"}[kind] + f":{field.name}"
@@ -173,7 +199,40 @@ class _Injector:
             return rng.choice([v for v in BAD_VALUES[field.name] if v not in (field.values or ())])
         if kind == "bad_phone":
             return rng.choice(BAD_PHONES)
+        if kind == "gender_flip":  # the declared gender contradicts the ID's sex digit
+            return {"男": "女", "女": "男"}[value]
+        if kind == "orphan_ref":  # a valid ID of the same sex that nobody in the register holds
+            born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+            taken = self.world.residents
+            for _ in range(1000):
+                seq = rng.randrange(0, 500) * 2 + int(value[16]) % 2
+                candidate = make_resident_id(value[:6], born, seq)
+                if candidate not in taken and candidate != value:
+                    return candidate
+            raise ValueError("no free resident ID for an orphan reference")
         raise ValueError(kind)
+
+    def eligible(self, kind: str, field: Field | None, row: dict) -> bool:
+        """Whether ``row`` can take the defect (its value exists, the damage trips exactly
+        the intended check)."""
+        if field is None:
+            return True
+        if row.get(field.name) is None:
+            return False
+        if kind == "gender_flip":
+            return row[field.name] in ("男", "女")
+        if kind == "date_swap":  # the later date goes one day before the earlier one, still in range
+            earlier = self._earlier(field)
+            return (row.get(earlier) is not None and isinstance(row[earlier], date)
+                    and row[earlier] - timedelta(days=1) >= (field.min or date(1900, 1, 1)))
+        return True
+
+    def _earlier(self, later: Field) -> str:
+        for c in self.resource.quality.checks:
+            if c.kind == "date_order" and c.fields[1] == later.name:
+                return c.fields[0]
+        raise DatarailError("no date_order check ends with this field", resource=self.resource.code,
+                            field=later.name)
 
     def run(self, clean: list[dict]) -> list[Row]:
         res = self.resource
@@ -190,8 +249,8 @@ class _Injector:
         duplicates: list[Row] = []
         for kind, fname in instances:
             field = res.field(fname) if fname else None
-            pick = next((i for i in candidates if i not in taken
-                         and (field is None or rows[i].values.get(field.name) is not None)), None)
+            pick = next((i for i in candidates if i not in taken and self.eligible(kind, field, rows[i].values)),
+                        None)
             if pick is None:
                 log.debug("no row left for defect %s on %s", kind, res.code)
                 continue
@@ -208,7 +267,10 @@ class _Injector:
                 duplicates.append(Row(copy, defect={"kind": kind, "check": cid, "field": "+".join(res.primary_key),
                                                     "severity": "blocking"}))
                 continue
-            row.values[field.name] = self.mutate(kind, field, row.values[field.name])
+            if kind == "date_swap":
+                row.values[field.name] = row.values[self._earlier(field)] - timedelta(days=1)
+            else:
+                row.values[field.name] = self.mutate(kind, field, row.values[field.name])
             row.defect = {"kind": kind, "check": cid, "field": field.name, "severity": "blocking"}
         # Warnings: a malformed phone number; the row still loads.
         wfield = WARNINGS.get(res.code)
@@ -220,6 +282,16 @@ class _Injector:
                 rows[i].values[wfield] = self.mutate("bad_phone", field, rows[i].values[wfield])
                 rows[i].defect = {"kind": "bad_phone", "check": check_id("bad_phone", field, res),
                                   "field": wfield, "severity": "warning"}
+        # Cross-resource warnings: a reference to nobody in the register; the row still loads.
+        ofield = ORPHANS.get(res.code)
+        if ofield:
+            field = res.field(ofield)
+            n_orphan = max(1, int(len(rows) * WARNING_SHARE))
+            for i in [i for i in order if i not in taken and rows[i].values.get(ofield)][:n_orphan]:
+                taken.add(i)
+                rows[i].values[ofield] = self.mutate("orphan_ref", field, rows[i].values[ofield])
+                rows[i].defect = {"kind": "orphan_ref", "check": check_id("orphan_ref", field, res),
+                                  "field": ofield, "severity": "warning"}
         for dup in duplicates:  # extra rows land anywhere in the delivery
             rows.insert(self.rng.randint(0, len(rows)), dup)
         return rows
@@ -242,6 +314,9 @@ def _summarise(resource: Resource, rows: list[Row], run_date: date) -> dict:
     stamps = [r.values["updated_at"] for r in rows if isinstance(r.values.get("updated_at"), datetime)]
     latest = max(stamps) if stamps else None
     stale = latest is not None and (run_date - latest.date()).days > CYCLE_DAYS[resource.update_cycle]
+    column = change_column(resource)
+    if stale and column and resource.quality.freshness.enabled:
+        checks[f"freshness:{column}"] = 1  # a delivery-level check: one failing delivery
     return {"rows": len(rows), "quarantined": quarantined, "checks": dict(sorted(checks.items())),
             "defects": defects, "stale": stale, "latest_update": latest.isoformat() if latest else None,
             "status": resource.status}

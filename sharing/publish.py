@@ -4,6 +4,10 @@ For every catalog resource it decides, from the warehouse alone, whether the res
 delivered in the interval, is fresh for its update cycle, passes quality (loaded ÷ extracted
 at or above the threshold) and is published; then it refreshes ``share.<table>`` from the
 ods rows (which hold only rows that passed) for every shared resource, in one transaction.
+
+Flags: ``share.<table>._quality_status`` is per row: ``ok``, or for a row under a live
+feedback ticket (its key is among the ticket's failing rows) ``under_rectification`` or
+``disputed``, so consumers see it; the sharing list carries the resource-level status.
 """
 
 from __future__ import annotations
@@ -64,6 +68,50 @@ def _quality_flag(conn: sa.Connection, resource: Resource) -> str:
     return "warning" if live else "ok"
 
 
+def _flagged_keys(conn: sa.Connection, resource: Resource) -> dict[str, list[tuple]]:
+    """Keys of the rows under a live ticket, by the flag they carry in the share area:
+    ``under_rectification`` (a ticket the unit must act on) wins over ``disputed`` (every
+    ticket covering the row is disputed). The keys are the failing rows of each ticket's
+    latest run (``quality.check_failures``)."""
+    from quality.coerce import parse_date, parse_datetime
+
+    rows = conn.execute(sa.text(
+        "SELECT DISTINCT f.row_key, t.state FROM quality.tickets t JOIN quality.check_failures f "
+        "ON f.resource = t.resource AND f.interval_key = t.last_interval AND f.check_id = t.check_id "
+        "WHERE t.resource = :r AND t.state IN (" + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"),
+        {"r": resource.code}).all()
+    flag: dict[str, str] = {}
+    for key, state in rows:
+        wanted = "disputed" if state == "disputed" else "under_rectification"
+        if flag.get(key) != "under_rectification":
+            flag[key] = wanted
+    types = [resource.field(k).type for k in resource.primary_key]
+    convert = {"date": parse_date, "datetime": parse_datetime, "integer": lambda v: int(float(v)),
+               "decimal": float, "boolean": lambda v: str(v).lower() in ("true", "1", "是", "y", "yes", "t")}
+    out: dict[str, list[tuple]] = {}
+    for key, f in flag.items():
+        try:
+            values = json.loads(key)
+            typed = tuple(None if v is None else convert.get(t, str)(v) for v, t in zip(values, types, strict=True))
+        except (ValueError, TypeError):
+            continue  # a key that does not parse cannot match a published row
+        out.setdefault(f, []).append(typed)
+    return out
+
+
+def _flag_rows(conn: sa.Connection, resource: Resource, dst: sa.Table) -> dict[str, int]:
+    """Row-level flags: rows under a live ticket carry its status in ``_quality_status``."""
+    counts = {}
+    for f, keys in _flagged_keys(conn, resource).items():
+        stmt = dst.update().where(*[dst.c[k] == sa.bindparam(f"k{i}") for i, k in enumerate(resource.primary_key)])
+        stmt = stmt.values(_quality_status=f)
+        params = [{f"k{i}": v for i, v in enumerate(key)} for key in keys]
+        for i in range(0, len(params), 5_000):
+            conn.execute(stmt, params[i:i + 5_000])
+        counts[f] = len(keys)
+    return counts
+
+
 def publish(engine: sa.Engine, catalog: Catalog, interval: Interval, *, threshold: float) -> dict:
     """Refresh resource status, share tables, sharing list and lineage for the run date."""
     run_date = interval.run_date.isoformat()
@@ -84,7 +132,8 @@ def publish(engine: sa.Engine, catalog: Catalog, interval: Interval, *, threshol
                 conn.execute(dst.delete())
                 conn.execute(dst.insert().from_select(
                     [*names, "_quality_status", "_published_interval"],
-                    sa.select(*[src.c[n] for n in names], sa.literal(flag), sa.literal(interval.key))))
+                    sa.select(*[src.c[n] for n in names], sa.literal("ok"), sa.literal(interval.key))))
+                _flag_rows(conn, r, dst)
                 st["shared_rows"] = conn.execute(sa.select(sa.func.count()).select_from(dst)).scalar_one()
                 conn.execute(sa.text(
                     "INSERT INTO share.sharing_list (run_date, resource, table_name, name_zh, name_en, provider_unit, "

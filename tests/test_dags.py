@@ -67,3 +67,9 @@ def test_one_extract_dag_per_source_unit_and_the_downstream_dags(parsed):
 
 def test_parsing_imports_no_heavy_library(parsed):
     assert parsed["heavy"] == []
+
+
+def test_quality_loop_tasks(parsed):
+    # cross-resource checks before publishing (flags need their tickets); digests after the reports
+    assert {"cross_checks", "publish"} <= set(parsed["dags"]["datarail_publish"])
+    assert {"compute", "quality_reports", "notify"} <= set(parsed["dags"]["datarail_metrics"])

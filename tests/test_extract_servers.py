@@ -95,7 +95,7 @@ def check(result, *, server_cursor):
     assert by_id["330102198501011230"]["name"] == "李𠮷"  # 4-byte UTF-8 survives utf8mb4
     assert by_id["330102199001011235"] == {
         "resident_id": "330102199001011235", "name": "张三", "birth_date": "1990-01-01", "salary": "1234.50",
-        "updated_at": "2026-11-22 08:30:00", "_row": 3, "_source": "table " + result_table(result)}
+        "updated_at": "2026-11-22 08:30:00", "_new_note": "x", "_row": 3, "_source": "table " + result_table(result)}
     assert by_id["330102198501011230"]["salary"] is None
     assert result.watermark_before == "2026-11-21 13:00:00"
     assert result.watermark_after == "2026-11-22 23:59:59"
@@ -107,8 +107,13 @@ def result_table(result) -> str:
     return pq.read_table(result.files[0]).column("_source")[0].as_py().removeprefix("table ")
 
 
+def portable(conn: ConnInfo) -> ConnInfo:
+    """The same connection forced onto the portable SQLAlchemy path."""
+    return ConnInfo(**{**conn.to_dict(), "extra": {**conn.extra, "sql_engine": "sqlalchemy"}})
+
+
 def test_mariadb_watermark_extract_streams_server_side(mariadb_url, tmp_path, cursor_log):
-    conn = make_source(mariadb_url)
+    conn = portable(make_source(mariadb_url))
     res = extract_sql(resource("t_hjrk"), conn, INTERVAL, tmp_path / "out", since="2026-11-21 13:00:00",
                       chunk_rows=2)
     assert len(cursor_log) == 1 and "`SFZH`" in cursor_log[0][0]
@@ -116,7 +121,7 @@ def test_mariadb_watermark_extract_streams_server_side(mariadb_url, tmp_path, cu
 
 
 def test_postgres_watermark_extract_streams_server_side(pg_url, tmp_path, cursor_log):
-    conn = make_source(pg_url, schema="huji")
+    conn = portable(make_source(pg_url, schema="huji"))
     res = extract_sql(resource("huji.t_hjrk"), conn, INTERVAL, tmp_path / "out", since="2026-11-21 13:00:00",
                       chunk_rows=2)
     assert len(cursor_log) == 1 and 'huji.t_hjrk."SFZH"' in cursor_log[0][0]
@@ -132,3 +137,69 @@ def test_postgres_timestamptz_watermark(pg_url, tmp_path):
     assert [r["updated_at"] for r in rows] == ["2026-11-22 23:59:59", "2026-11-21 12:00:00",
                                                "2026-11-22 08:30:00"]
     assert res.watermark_after == "2026-11-22 23:59:59"
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgres"])
+def test_fast_path_streams_the_same_contract(server, request, tmp_path):
+    # connectorx -> Arrow -> vectorised text must stage exactly what the portable path stages.
+    url = request.getfixturevalue("mariadb_url" if server == "mariadb" else "pg_url")
+    conn = make_source(url, schema="huji" if server == "postgres" else None)
+    table = "huji.t_hjrk" if server == "postgres" else "t_hjrk"
+    fast = extract_sql(resource(table), conn, INTERVAL, tmp_path / "fast", since="2026-11-21 13:00:00",
+                       chunk_rows=2)
+    assert fast.engine == "connectorx"
+    check(fast, server_cursor=True)
+    slow = extract_sql(resource(table), portable(conn), INTERVAL, tmp_path / "slow", since="2026-11-21 13:00:00",
+                       chunk_rows=2)
+    assert slow.engine == "sqlalchemy"
+    read = lambda r: [row for f in r.files for row in pq.read_table(f).to_pylist()]  # noqa: E731
+    assert read(fast) == read(slow)
+    assert (fast.watermark_after, fast.rows) == (slow.watermark_after, slow.rows)
+
+
+TYPED = {  # column -> (MariaDB type, PostgreSQL type, value); a wide mix of source types
+    "k": ("INT", "INT", 1),
+    "amt": ("DECIMAL(12,3)", "NUMERIC(12,3)", Decimal("-1234.500")),
+    "flt": ("DOUBLE", "DOUBLE PRECISION", 3.0),
+    "flt2": ("DOUBLE", "DOUBLE PRECISION", 0.1),
+    "big": ("BIGINT", "BIGINT", 9007199254740993),
+    "small": ("TINYINT(1)", "BOOLEAN", 1),
+    "d": ("DATE", "DATE", date(1960, 2, 29)),
+    "ts": ("DATETIME(6)", "TIMESTAMP(6)", datetime(1969, 12, 31, 23, 59, 59, 500000)),
+    "ts0": ("DATETIME", "TIMESTAMP", datetime(2026, 11, 22, 0, 0)),
+    "tm": ("TIME", "TIME", "08:30:05"),
+    "txt": ("VARCHAR(40)", "VARCHAR(40)", "  𠮷 中文 "),
+    "blank": ("VARCHAR(40)", "VARCHAR(40)", ""),
+    "nul": ("VARCHAR(40)", "VARCHAR(40)", None),
+}
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgres"])
+def test_fast_and_portable_paths_render_every_type_alike(server, request, tmp_path):
+    url = request.getfixturevalue("mariadb_url" if server == "mariadb" else "pg_url")
+    pos = 0 if server == "mariadb" else 1
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        cols = ", ".join(f"{n} {t[pos]}" + (" PRIMARY KEY" if n == "k" else "") for n, t in TYPED.items())
+        c.exec_driver_sql(f"CREATE TABLE typed ({cols})")
+        row = {n: (bool(t[2]) if server == "postgres" and n == "small" else t[2]) for n, t in TYPED.items()}
+        c.execute(sa.text(f"INSERT INTO typed VALUES ({', '.join(':' + n for n in TYPED)})"), row)
+    engine.dispose()
+    u = sa.make_url(url)
+    conn = ConnInfo(conn_type="mysql" if server == "mariadb" else "postgres", host=u.host, port=u.port,
+                    login=u.username, password=u.password, schema=u.database)
+    types = {"d": "date", "ts": "datetime", "ts0": "date", "amt": "decimal", "flt": "decimal", "k": "integer"}
+    res = Resource.model_validate({
+        "code": "T-TYPED-1", "table": "typed", "name_zh": "类型", "name_en": "Typed", "unit": "psb",
+        "system": "huji", "location": {"table": "typed"},
+        "fields": [{"name": n, "type": types.get(n, "string")} for n in TYPED],
+        "primary_key": ["k"], "update_cycle": "daily", "sharing": {"type": "unconditional"}})
+    fast = extract_sql(res, conn, INTERVAL, tmp_path / "fast", since=None, chunk_rows=10)
+    slow = extract_sql(res, portable(conn), INTERVAL, tmp_path / "slow", since=None, chunk_rows=10)
+    assert fast.engine == "connectorx" and slow.engine == "sqlalchemy"
+    fast_row, slow_row = (pq.read_table(r.files[0]).to_pylist()[0] for r in (fast, slow))
+    assert fast_row == slow_row
+    assert fast_row["amt"] == "-1234.500" and fast_row["flt"] == "3" and fast_row["flt2"] == "0.1"
+    assert fast_row["ts"] == "1969-12-31 23:59:59.500000" and fast_row["ts0"] == "2026-11-22"
+    assert fast_row["txt"] == "𠮷 中文" and fast_row["blank"] is None and fast_row["nul"] is None
+    assert fast_row["tm"] == "08:30:05" and fast_row["big"] == "9007199254740993"

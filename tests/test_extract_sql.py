@@ -88,9 +88,12 @@ def test_snapshot_reads_every_row_in_primary_key_order(sqlite_conn, tmp_path):
     assert by_id["330102199001011235"]["seq"] == "3"              # integer -> text
     assert all(r["phone"] is None for r in rows)                  # optional column absent at source
     assert rows[0]["_source"] == "table t_hjrk"
-    assert res.columns == ["resident_id", "name", "seq", "phone", "updated_at", "_row", "_source"]
+    # schema_drift evolve (the default): the uncatalogued source column is staged beside the fields
+    assert res.columns == ["resident_id", "name", "seq", "phone", "updated_at", "_new_remark", "_row", "_source"]
+    assert {r["_new_remark"] for r in rows} == {"x"}
+    assert res.drift["new"] == ["remark"] and res.drift["missing"] == ["phone"]
     schema = pq.read_schema(res.files[0])
-    assert [str(schema.field(n).type) for n in res.columns] == ["string"] * 5 + ["int64", "string"]
+    assert [str(schema.field(n).type) for n in res.columns] == ["string"] * 6 + ["int64", "string"]
     assert res.bytes == sum((tmp_path / "out" / f).stat().st_size for f in ["part-00000.parquet"])
 
 

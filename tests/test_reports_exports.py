@@ -173,14 +173,16 @@ def fill(eng: sa.Engine) -> None:
 
 def test_unit_reports(engine, tmp_path):
     paths = write_unit_reports(engine, CATALOG, RUN_DATE, tmp_path / "reports")
-    assert set(paths) == {"psb", "amr", "index"}
+    assert set(paths) == {"psb", "amr", "psb.xlsx", "amr.xlsx", "supervision", "index"}
     assert paths["psb"].name == "quality_psb.html" and paths["index"].name == "index.html"
     psb = paths["psb"].read_text(encoding="utf-8")
     assert find_unmasked(psb) == []
     assert "33010219900101123" not in psb  # malformed ID key masked by its semantic type
     assert "省公安厅" in psb and "户籍人口信息" in psb and "<style>" in psb and "http" not in psb.split("<body>")[0]
     # live tickets only, with counts, percent, the rule, due/overdue and a fix per kind
-    assert "DQ-AAA" in psb and "DQ-BBB" in psb and "DQ-CCC" not in psb
+    open_part, struck = psb.split('id="resolved"')
+    assert "DQ-AAA" in open_part and "DQ-BBB" in open_part and "DQ-CCC" not in open_part
+    assert "DQ-CCC" in struck  # resolved by this run's check: listed as struck off (销号)
     assert "60/100 (60.00%)" in psb and "resident_id:resident_id rule text" in psb
     assert FIX_HINTS["resident_id"][1] in psb and FIX_HINTS["phone"][0] in psb
     # DQ-BBB is past its due date (badge in the list and on its card), DQ-AAA is not
@@ -282,3 +284,21 @@ def test_exports_of_a_date_without_data_are_empty(engine, tmp_path):
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == []
     lead = write_leadership_export(engine, "2020-01-01", tmp_path / "x")
     assert lead["csv"].read_text(encoding="utf-8").strip() == "metric,scope_type,scope,numerator,denominator,value"
+
+
+def test_supervision_list_and_xlsx(engine, tmp_path):
+    from quality.tickets import escalate_overdue
+
+    assert escalate_overdue(engine, datetime(2026, 11, 22).date()) == ["DQ-BBB"]  # due 11-20, live
+    paths = write_unit_reports(engine, CATALOG, RUN_DATE, tmp_path / "reports")
+    sup = paths["supervision"].read_text(encoding="utf-8")
+    assert "DQ-BBB" in sup and "DQ-AAA" not in sup and ">2<" in sup  # two days overdue
+    psb = paths["psb"].read_text(encoding="utf-8")
+    assert "badge supervised" in psb.split('id="DQ-BBB"')[1]
+    wb = load_workbook(paths["psb.xlsx"])
+    assert wb.sheetnames == ["工单 Tickets", "不合格主键 Failing keys"]
+    tickets = list(wb["工单 Tickets"].iter_rows(min_row=2, values_only=True))
+    assert [t[0] for t in tickets] == ["DQ-AAA", "DQ-BBB"] and tickets[1][10] == "2026-11-22"
+    for ws in wb.worksheets:
+        for row in ws.iter_rows(values_only=True):
+            assert find_unmasked(" ".join(str(v) for v in row if v is not None)) == []

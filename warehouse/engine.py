@@ -9,6 +9,8 @@ file per area.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,3 +66,17 @@ def get_engine(settings: Settings | None = None) -> sa.Engine:
 
 def is_sqlite(engine: sa.Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """``engine.begin()`` that is one transaction on SQLite too, DDL included.
+
+    DIALECT: Python's sqlite3 driver opens a transaction only before INSERT/UPDATE/DELETE, so
+    a CREATE / DROP / ALTER issued first would run (and stay) outside it: a failed rebuild
+    could leave a dropped table behind. An explicit BEGIN makes every statement part of the
+    transaction; PostgreSQL needs nothing (its DDL is transactional)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+            conn.exec_driver_sql("BEGIN")
+        yield conn

@@ -1,29 +1,34 @@
 """Load one validated delivery into the warehouse, atomically and idempotently.
 
-In ONE transaction: upsert passing rows into ``ods.<table>`` by primary key (a row whose
-content hash is unchanged is not touched); for snapshot resources delete keys the source no
-longer delivers; replace this interval's quarantine rows and check results; record the run.
-A failure anywhere rolls all of it back, and rerunning the same interval gives the same state.
+In ONE transaction: merge passing rows into ``ods.<table>`` by primary key, keeping the
+previous version of every changed or deleted row in ``ods.<table>_history`` (a row whose
+content hash is unchanged is not touched; the set-based merge is :mod:`warehouse.merge`);
+for snapshot resources close keys the source no longer delivers; replace this interval's
+quarantine rows and check results; record the run (``meta.runs``) and the load
+(``meta.loads``). A failure anywhere, a dropped connection or a killed process included,
+rolls all of it back, and rerunning the same interval gives the same state.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import time
+import uuid
 from datetime import UTC, date, datetime
 
 import pandas as pd
 import sqlalchemy as sa
 
 from catalog.models import Resource
-from datarail.errors import ReconciliationError, WarehouseError
+from datarail.errors import ReconciliationError
 from datarail.interval import Interval
-from warehouse.engine import is_sqlite
-from warehouse.tables import ensure, ods_table
+from warehouse.engine import is_sqlite, transaction
+from warehouse.merge import merge
+from warehouse.rows import batches, canonical_columns, format_datetime
+from warehouse.tables import ensure_ods
 
 log = logging.getLogger(__name__)
-BATCH = 5_000
 
 
 def _py(value, ftype: str):
@@ -46,66 +51,58 @@ def _py(value, ftype: str):
 
 
 def rows_for_insert(resource: Resource, frame: pd.DataFrame) -> list[dict]:
-    """Passing rows as dicts of field values plus their content hash."""
-    names = [f.name for f in resource.fields]
-    types = [f.type for f in resource.fields]
-    out = []
-    for rec in frame[names].itertuples(index=False, name=None):
-        values = {n: _py(v, t) for n, v, t in zip(names, rec, types, strict=True)}
-        digest = hashlib.sha256(json.dumps([values[n] for n in names], default=str,
-                                           ensure_ascii=False).encode()).hexdigest()
-        values["_row_hash"] = digest
-        out.append(values)
-    return out
+    """Passing rows as dicts of canonical field texts plus their row hash (small frames,
+    tests and tools; loads stage whole columns, :mod:`warehouse.rows`)."""
+    cols = canonical_columns(resource, frame)
+    names = list(cols)
+    columns = [cols[n].to_pylist() for n in names]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-def _upsert(conn: sa.Connection, table: sa.Table, pk: tuple[str, ...], rows: list[dict]) -> None:
-    # DIALECT: SQLite and PostgreSQL share the ON CONFLICT form; SQLAlchemy has one insert per dialect.
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # pragma: no cover
-        raise WarehouseError(f"unsupported warehouse dialect {conn.dialect.name}")
-    stmt = insert(table)
-    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in pk}
-    stmt = stmt.on_conflict_do_update(index_elements=list(pk), set_=update,
-                                      where=table.c._row_hash != stmt.excluded._row_hash)
-    for i in range(0, len(rows), BATCH):
-        conn.execute(stmt, rows[i:i + BATCH])
+# Fault-injection points for the atomicity tests: name -> callable(conn). Production code
+# never sets them; tests kill the process or drop the connection from inside a load.
+HOOKS: dict = {}
 
 
-def _delete_undelivered(conn: sa.Connection, table: sa.Table, resource: Resource, keys: list[tuple]) -> int:
-    """Snapshot sources: a key the source no longer delivers was deleted at the source."""
-    md = sa.MetaData()
-    cols = [sa.Column(k, table.c[k].type) for k in resource.primary_key]
-    tmp = sa.Table("_delivered_keys", md, *cols, prefixes=["TEMPORARY"])
-    tmp.drop(conn, checkfirst=True)
-    tmp.create(conn)
-    if keys:
-        for i in range(0, len(keys), BATCH):
-            conn.execute(tmp.insert(), [dict(zip(resource.primary_key, k, strict=True)) for k in keys[i:i + BATCH]])
-    match = sa.and_(*[tmp.c[k] == table.c[k] for k in resource.primary_key])
-    res = conn.execute(table.delete().where(~sa.exists().where(match)))
-    tmp.drop(conn)
-    return res.rowcount or 0
+def _checkpoint(name: str, conn: sa.Connection) -> None:
+    hook = HOOKS.get(name)
+    if hook is not None:
+        hook(conn)
+
+
+def _quarantined_keys(resource: Resource, quarantined: pd.DataFrame) -> list[tuple]:
+    if not len(quarantined):
+        return []
+    keys = [tuple(json.loads(k)) if k.startswith("[") else (k,) for k in quarantined["key"].dropna().astype(str)]
+    return sorted(set(_coerce_keys(resource, keys)), key=str)
 
 
 def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, run_id: str | None,
                   passed: pd.DataFrame, quarantined: pd.DataFrame, checks: list[dict],
                   extracted: int, extract_summary: dict, latest_update: str | None) -> dict:
-    """Load one resource's validated delivery for one interval; return the run record."""
+    """Load one resource's validated delivery for one interval; return the run record.
+
+    ONE transaction: stage the passing rows (COPY on PostgreSQL), merge them into
+    ``ods.<table>`` keeping previous versions in ``ods.<table>_history`` (see
+    :mod:`warehouse.merge`), close keys a snapshot no longer delivers, replace this interval's
+    quarantine rows and check results, record the run and the load (``meta.loads``)."""
+    t0 = time.perf_counter()
     if extracted != len(passed) + len(quarantined):
         raise ReconciliationError(
             f"extracted {extracted} rows but validation returned {len(passed)} passed + "
             f"{len(quarantined)} quarantined", unit=resource.unit, resource=resource.code,
             hint="no row may be lost between staging and load; rerun the interval")
-    table = ods_table(resource)
-    ensure(engine, table)
-    rows = rows_for_insert(resource, passed)
+    ods, hist = ensure_ods(engine, resource)
     now = datetime.now(UTC).replace(tzinfo=None)
-    for r in rows:
-        r.update(_run_id=run_id, _interval_key=interval.key, _loaded_at=now)
+    valid_from = interval.start.astimezone(UTC).replace(tzinfo=None)
+    meta = {"_run_id": run_id, "_interval_key": interval.key, "_loaded_at": format_datetime(now),
+            "_valid_from": format_datetime(valid_from)}
+    # A delivery refused by a blocking delivery-level check (quality: a tenth of the usual
+    # volume) is all quarantined; it must not close the keys it lacks either.
+    refused = any(c.get("scope") == "dataset" and c.get("kind") != "unique" and c["failed"]
+                  and c["severity"] == "blocking" for c in checks)
+    snapshot = resource.change_tracking.mode == "snapshot" and not refused
+    keep = _quarantined_keys(resource, quarantined) if snapshot else []
     warned = sum(c["failed"] for c in checks if c["severity"] == "warning")
     record = {
         "resource": resource.code, "interval_key": interval.key, "unit": resource.unit,
@@ -117,16 +114,12 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
         "watermark_after": extract_summary.get("watermark_after"), "latest_update": latest_update,
         "error": None, "finished_at": now,
     }
-    deleted = 0
-    with engine.begin() as conn:
-        _upsert(conn, table, resource.primary_key, rows)
-        if resource.change_tracking.mode == "snapshot":
-            keys = [tuple(r[k] for k in resource.primary_key) for r in rows]
-            keys += [tuple(json.loads(k)) if k.startswith("[") else (k,) for k in
-                     quarantined["key"].dropna().astype(str)] if len(quarantined) else []
-            keys = _coerce_keys(resource, keys)
-            deleted = _delete_undelivered(conn, table, resource, sorted(set(keys), key=str))
-        params = {"r": resource.code, "k": interval.key}
+    params = {"r": resource.code, "k": interval.key}
+    with transaction(engine) as conn:
+        _checkpoint("begin", conn)
+        stats, method = merge(conn, resource, ods, hist, batches(resource, passed, meta), keep, snapshot=snapshot,
+                              params={"vf": valid_from, "run": run_id, "k": interval.key, "now": now})
+        _checkpoint("merged", conn)
         conn.execute(sa.text("DELETE FROM quality.quarantine WHERE resource = :r AND interval_key = :k"), params)
         if len(quarantined):
             conn.execute(sa.text(
@@ -148,9 +141,19 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
         conn.execute(sa.text(
             "INSERT INTO meta.runs (" + ", ".join(record) + ") VALUES (" + ", ".join(f":{k}" for k in record) + ")"),
             record)
-    log.info("loaded %s [%s]: extracted %d, loaded %d, quarantined %d, deleted %d", resource.code,
-             interval.key, extracted, len(passed), len(quarantined), deleted)
-    return {**record, "deleted": deleted, "interval_start": interval.start.isoformat(),
+        duration = round(time.perf_counter() - t0, 3)
+        conn.execute(sa.text(
+            "INSERT INTO meta.loads (load_id, resource, interval_key, run_id, method, rows_in, inserted, updated, "
+            "unchanged, deleted, late, quarantined, valid_from, loaded_at, duration_s) VALUES (:id, :r, :k, :run, "
+            ":method, :rows_in, :inserted, :updated, :unchanged, :deleted, :late, :q, :vf, :now, :d)"
+        ).bindparams(sa.bindparam("vf", type_=sa.DateTime()), sa.bindparam("now", type_=sa.DateTime())),
+            {**params, **stats.as_dict(), "id": uuid.uuid4().hex, "run": run_id, "method": method,
+             "q": len(quarantined), "vf": valid_from, "now": now, "d": duration})
+        _checkpoint("before_commit", conn)
+    log.info("loaded %s [%s] by %s: %d in, %d inserted, %d updated, %d unchanged, %d late, %d deleted, "
+             "%d quarantined in %.2f s", resource.code, interval.key, method, stats.rows_in, stats.inserted,
+             stats.updated, stats.unchanged, stats.late, stats.deleted, len(quarantined), duration)
+    return {**record, **stats.as_dict(), "interval_start": interval.start.isoformat(),
             "interval_end": interval.end.isoformat(), "finished_at": now.isoformat()}
 
 

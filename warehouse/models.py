@@ -1,66 +1,658 @@
-"""Run the SQL models of ``warehouse_sql/base/`` in order (file name order: ``10_...``,
-``20_...``), each in one transaction, and record lineage.
+"""Run the SQL models of ``warehouse_sql/base/`` in dependency order, fully or incrementally,
+and record builds and lineage.
 
-Each model file starts with a header the runner reads::
+A model is one file holding one SELECT, written as a small Jinja template, with a header the
+runner reads::
 
     -- target: base.population
-    -- sources: household_register, marriage_registration, ...
+    -- key: resident_id
+    -- sources: household_register(resident_id), marriage_registration(male_id, female_id), ...
 
-``sources`` are ods table names; the runner creates any missing (empty) ods table first so a
-model runs even before every unit has delivered, and records which resource and which
-interval fed the target in ``meta.lineage``.
+- ``target``: ``base.<name>`` (a base library table), or ``quality.conflicts`` (a conflict
+  model, see below).
+- ``key``: the target's subject column. With it, and a key column per source
+  (``table(col, ...)``: the source columns holding that subject), the model can be rebuilt
+  incrementally: only subjects touched by loads since the last build are recomputed.
+- ``sources``: ods tables (or ``base.<name>`` of another model: that one runs first, and a
+  model reading a base table is always rebuilt in full).
+- ``incremental: no`` opts out (e.g. a model whose rows depend on the run date).
+
+Template functions: ``{{ source('household_register') }}`` (the ods table; the as-of view of
+it for :func:`warehouse.history.asof`), ``{{ in_scope('h.resident_id') }}`` (true, or "in the
+keys to rebuild"), ``{{ code('household_register') }}`` (the resource code as a literal),
+``{{ pick('name', 'hr:household_register', 'idc:identity_card') }}`` and
+``{{ src('m', 'marriage_registration', 'marital_status', present='m.person_id') }}`` (an
+attribute with the resource that supplied it and when: ``<attr>_src``, ``<attr>_src_at``).
+
+Conflict models (``target: quality.conflicts``) select observations, one row per source
+record: ``resource, subject_id, <attribute>...`` (NULL where the source does not know the
+attribute). The runner compares every source's value with the value of the resource the
+catalog declares authoritative for ``<library>.<attribute>`` (``Resource.authoritative_for``;
+the header's ``authority:`` table when the catalog declares none) and keeps the disagreements
+in ``quality.conflicts``, attributed to that resource and its unit. Conflicts do not open
+tickets here: the quality loop reads the table.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
 
+import jinja2
 import sqlalchemy as sa
 
 from catalog.models import Catalog
 from datarail.errors import WarehouseError
 from datarail.interval import Interval
-from warehouse.sqlfiles import SQL_ROOT, run_file
-from warehouse.tables import ensure, ods_table
+from warehouse.engine import transaction
+from warehouse.sqlfiles import SQL_ROOT, statements
+from warehouse.tables import TYPES, ensure_ods, ods_table
 
 log = logging.getLogger(__name__)
-_HEADER = re.compile(r"^--\s*(target|sources):\s*(.+)$", re.M)
+
+_HEADER = re.compile(r"^--\s*(target|key|sources|library|attributes|authority|incremental):\s*(.+)$", re.M)
+_SOURCE = re.compile(r"\s*([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)\s*(?:\(([^)]*)\))?\s*(?:,|$)")
+_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,40}$")
+SCOPE = "_scope_keys"
+CONFLICTS = "quality.conflicts"
+# Above this share of the target's rows an incremental build costs more than a full one.
+INCREMENTAL_MAX_SHARE = 0.25
+# PostgreSQL work_mem of a build transaction (one sort / hash may use this much).
+BUILD_WORK_MEM = os.environ.get("DATARAIL_BUILD_WORK_MEM", "1GB")
+if not re.match(r"^\d+\s*(kB|MB|GB)$", BUILD_WORK_MEM):
+    raise WarehouseError(f"DATARAIL_BUILD_WORK_MEM={BUILD_WORK_MEM!r}: give e.g. 256MB or 1GB")
+# PostgreSQL full builds of big keyed models run as this many hash partitions built side by
+# side (one connection each); 1 turns it off. Below PARALLEL_MIN_ROWS source rows: one CTAS.
+BUILD_PARALLEL = int(os.environ.get("DATARAIL_BUILD_PARALLEL", str(min(4, os.cpu_count() or 1))))
+PARALLEL_MIN_ROWS = 200_000
+# Fault-injection points for the atomicity tests (name -> callable(conn)); never set in production.
+HOOKS: dict = {}
 
 
-def base_models() -> list[dict]:
-    """The base models in run order, with their declared target and sources."""
-    out = []
-    for path in sorted((SQL_ROOT / "base").glob("*.sql")):
-        header = dict((k, v.strip()) for k, v in _HEADER.findall(path.read_text(encoding="utf-8")))
-        if "target" not in header:
-            raise WarehouseError(f"{path.name}: missing '-- target:' header")
-        out.append({"name": f"base/{path.name}", "target": header["target"],
-                    "sources": [s.strip() for s in header.get("sources", "").split(",") if s.strip()]})
+@dataclass(frozen=True)
+class Source:
+    """One input of a model: an ods table (by catalog table name) or another model's target."""
+
+    table: str
+    keys: tuple[str, ...] = ()
+
+    @property
+    def is_base(self) -> bool:
+        return "." in self.table
+
+
+@dataclass(frozen=True)
+class Model:
+    """A parsed model file."""
+
+    name: str
+    text: str
+    target: str
+    key: str | None
+    sources: tuple[Source, ...]
+    library: str | None = None
+    attributes: tuple[str, ...] = ()
+    authority: str | None = None
+    incremental: bool = True
+    depends: tuple[str, ...] = field(default=())
+
+    @property
+    def ident(self) -> str:
+        """What builds and lineage are recorded under: the target, or for a conflict model
+        the target and its library (``quality.conflicts.population``)."""
+        return f"{self.target}.{self.library}" if self.is_conflicts else self.target
+
+    @property
+    def is_conflicts(self) -> bool:
+        return self.target == CONFLICTS
+
+    @cached_property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def can_increment(self) -> bool:
+        return bool(self.incremental and self.key and self.sources
+                    and all(not s.is_base and s.keys for s in self.sources))
+
+    @property
+    def schema(self) -> str:
+        return self.target.split(".", 1)[0]
+
+    @property
+    def table(self) -> str:
+        return self.target.split(".", 1)[1]
+
+
+def parse_model(path: Path) -> Model:
+    """Read one model file and its header."""
+    text = path.read_text(encoding="utf-8")
+    header = {k: v.strip() for k, v in _HEADER.findall(text)}
+    if "target" not in header:
+        raise WarehouseError(f"{path.name}: missing '-- target:' header")
+    target = header["target"]
+    if not re.match(r"^(base\.[a-z][a-z0-9_]*|quality\.conflicts)$", target):
+        raise WarehouseError(f"{path.name}: target {target!r} must be base.<name> or {CONFLICTS}")
+    sources = tuple(Source(m.group(1), tuple(k.strip() for k in (m.group(2) or "").split(",") if k.strip()))
+                    for m in _SOURCE.finditer(header.get("sources", "")) if m.group(1))
+    model = Model(name=f"base/{path.name}", text=text, target=target, key=header.get("key"), sources=sources,
+                  library=header.get("library"),
+                  attributes=tuple(a.strip() for a in header.get("attributes", "").split(",") if a.strip()),
+                  authority=header.get("authority"),
+                  incremental=header.get("incremental", "yes").lower() not in ("no", "false"),
+                  depends=tuple(s.table for s in sources if s.is_base))
+    if model.is_conflicts and not (model.library and model.attributes and model.key):
+        raise WarehouseError(f"{path.name}: a conflict model needs library, key and attributes headers")
+    return model
+
+
+def base_models() -> list[Model]:
+    """The models of ``warehouse_sql/base/`` in run order: file-name order, moved after the
+    models whose targets they read."""
+    models = [parse_model(p) for p in sorted((SQL_ROOT / "base").glob("*.sql"))]
+    done: list[Model] = []
+    built: set[str] = set()
+    pending = list(models)
+    while pending:
+        ready = [m for m in pending if all(d in built for d in m.depends)]
+        if not ready:
+            raise WarehouseError("base models depend on each other in a cycle or on an unknown target: "
+                                 + ", ".join(f"{m.name} -> {list(m.depends)}" for m in pending))
+        m = ready[0]
+        done.append(m)
+        built.add(m.target)
+        pending.remove(m)
+    return done
+
+
+def model_for(target: str) -> Model:
+    """The model building ``target`` (``base.population``, or ``quality.conflicts.population``)."""
+    for m in base_models():
+        if target in (m.target, m.ident) and not (m.is_conflicts and target == CONFLICTS):
+            return m
+    raise WarehouseError(f"no base model builds {target}", hint="see warehouse_sql/base/")
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+class Renderer:
+    """Renders model templates for one dialect and one mode:
+
+    - ``scoped``: ``in_scope(expr)`` limits to the keys in the temp table ``_scope_keys``;
+    - ``asof``: ``source(t)`` is ``t`` as it was at ``:asof_at`` (current + history versions),
+      and a base source is its model rendered as of that time."""
+
+    def __init__(self, catalog: Catalog, dialect: sa.Dialect, *, scoped: bool = False, asof: bool = False,
+                 partition: tuple[str, int, int] | None = None):
+        self.catalog, self.dialect, self.scoped, self.asof = catalog, dialect, scoped, asof
+        self.partition = partition  # (parent table, modulus, remainder): a parallel full build's slice
+        self.q = dialect.identifier_preparer.quote
+        self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                      keep_trailing_newline=True)
+
+    def render(self, model: Model) -> str:
+        body = "\n".join(ln for ln in model.text.splitlines() if not ln.lstrip().startswith("--"))
+        self._asof_ctes: dict[str, str] = {}
+        out = self.env.from_string(body).render(source=self.source, in_scope=self.in_scope, code=self.code,
+                                                pick=self.pick, src=self.src)
+        stmts = statements(out)
+        if len(stmts) != 1:
+            raise WarehouseError(f"{model.name}: a model holds exactly one SELECT, found {len(stmts)} statements")
+        sql = stmts[0]
+        if self._asof_ctes:
+            # The as-of views go first in the model's WITH list. NOT MATERIALIZED lets
+            # PostgreSQL push the key filter into them instead of reading whole tables.
+            ctes = ", ".join(f"{name} AS NOT MATERIALIZED ({body})" for name, body in self._asof_ctes.items())
+            sql = (re.sub(r"^\s*WITH\s", f"WITH {ctes}, ", sql, count=1, flags=re.I)
+                   if re.match(r"^\s*WITH\s", sql, flags=re.I) else f"WITH {ctes} {sql}")
+        return sql
+
+    def source(self, table: str) -> str:
+        if "." in table:
+            if not self.asof:
+                schema, name = table.split(".", 1)
+                return f"{schema}.{self.q(name)}"
+            name = "asof_" + table.replace(".", "_")
+            if name not in self._asof_ctes:
+                inner = Renderer(self.catalog, self.dialect, scoped=False, asof=True).render(model_for(table))
+                self._asof_ctes[name] = inner
+            return name
+        resource = self._resource(table)
+        if not self.asof:
+            return f"ods.{self.q(resource.table)}"
+        name = f"asof_{resource.table}"
+        if name not in self._asof_ctes:
+            cols = ", ".join(self.q(c.name) for c in ods_table(resource).columns)
+            self._asof_ctes[name] = (
+                f"SELECT {cols} FROM ods.{self.q(resource.table)} WHERE _valid_from < :asof_at "
+                f"UNION ALL SELECT {cols} FROM ods.{self.q(resource.table + '_history')} "
+                f"WHERE _valid_from < :asof_at AND _valid_to >= :asof_at")
+        return name
+
+    def in_scope(self, expr: str) -> str:
+        if not re.match(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$", expr):
+            raise WarehouseError(f"in_scope({expr!r}): give a column, optionally qualified")
+        if self.partition:
+            # DIALECT (PostgreSQL): the subjects of one hash partition of the table being built.
+            parent, modulus, remainder = self.partition
+            return f"satisfies_hash_partition('{parent}'::regclass, {modulus}, {remainder}, {expr})"
+        return f"{expr} IN (SELECT key FROM {SCOPE})" if self.scoped else "1 = 1"
+
+    def code(self, table: str) -> str:
+        code = self._resource(table).code
+        if not _CODE.match(code):  # checked by the catalog; a literal must never carry a quote
+            raise WarehouseError(f"resource code {code!r} cannot be a SQL literal")
+        return f"'{code}'"
+
+    def pick(self, attr: str, *choices: str) -> str:
+        """``attr`` from the first source that has it, with that source and its version start."""
+        pairs = [c.split(":", 1) for c in choices]
+        value = "COALESCE(" + ", ".join(f"{a}.{attr}" for a, _ in pairs) + ")"
+        which = " ".join(f"WHEN {a}.{attr} IS NOT NULL THEN {self.code(t)}" for a, t in pairs)
+        when = " ".join(f"WHEN {a}.{attr} IS NOT NULL THEN {a}._valid_from" for a, _ in pairs)
+        return f"{value} AS {attr}, CASE {which} END AS {attr}_src, CASE {when} END AS {attr}_src_at"
+
+    def src(self, alias: str, table: str, attr: str, present: str) -> str:
+        """The resource and version start behind an attribute group from one source."""
+        return (f"CASE WHEN {present} IS NOT NULL THEN {self.code(table)} END AS {attr}_src, "
+                f"CASE WHEN {present} IS NOT NULL THEN {alias}._valid_from END AS {attr}_src_at")
+
+    def _resource(self, table: str):
+        try:
+            return self.catalog.resource_by_table(table)
+        except KeyError:
+            raise WarehouseError(f"a base model reads ods.{table}, which no catalog resource loads",
+                                 hint="fix the model's sources or add the resource to the catalog") from None
+
+
+# -- building -------------------------------------------------------------------------------
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _typed(stmt: str) -> sa.TextClause:
+    binds = [sa.bindparam(n, type_=t) for n, t in (("asof_at", sa.DateTime()), ("since", sa.DateTime()),
+                                                  ("run_date", sa.Date()), ("now", sa.DateTime()))
+             if f":{n}" in stmt]
+    return sa.text(stmt).bindparams(*binds)
+
+
+def _source_codes(model: Model, catalog: Catalog) -> list[str]:
+    return [catalog.resource_by_table(s.table).code for s in model.sources if not s.is_base]
+
+
+def _loads_of(conn: sa.Connection, codes: list[str]) -> list[dict]:
+    if not codes:
+        return []
+    stmt = (sa.text("SELECT load_id, resource, loaded_at FROM meta.loads WHERE resource IN :codes")
+            .bindparams(sa.bindparam("codes", expanding=True))
+            .columns(sa.column("load_id"), sa.column("resource"), sa.column("loaded_at", sa.DateTime())))
+    rows = conn.execute(stmt, {"codes": codes}).mappings()
+    return [dict(r) for r in rows]
+
+
+def _table_exists(conn: sa.Connection, schema: str, name: str) -> bool:
+    return sa.inspect(conn).has_table(name, schema=schema)
+
+
+def _plan(conn: sa.Connection, model: Model, catalog: Catalog, full: bool) -> tuple[str, list[dict], str]:
+    """(mode, pending loads, reason). Loads are listed BEFORE the build reads anything, so a
+    load committing meanwhile stays pending for the next build instead of being lost."""
+    loads = _loads_of(conn, _source_codes(model, catalog))
+    if full:
+        return "full", loads, "requested"
+    if not model.can_increment:
+        return "full", loads, "model is not incremental"
+    last = conn.execute(sa.text(
+        "SELECT model_checksum, row_count FROM meta.builds WHERE target = :t ORDER BY finished_at DESC LIMIT 1"),
+        {"t": model.ident}).first()
+    if last is None:
+        return "full", loads, "first build"
+    if last[0] != model.checksum:
+        return "full", loads, "model changed"
+    if not model.is_conflicts and not _table_exists(conn, model.schema, model.table):
+        return "full", loads, "target missing"
+    consumed = set(conn.execute(sa.text("SELECT load_id FROM meta.lineage_loads WHERE target = :t"),
+                                {"t": model.ident}).scalars())
+    return "incremental", [ld for ld in loads if ld["load_id"] not in consumed], "up to date"
+
+
+def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: list[dict]) -> int:
+    """Subjects touched by the pending loads: keys of rows they wrote (current) or closed
+    (history), for every source column declared to hold the subject."""
+    first_key = next(s for s in model.sources if s.keys)
+    key_type = TYPES[catalog.resource_by_table(first_key.table).field(first_key.keys[0]).type]()
+    md = sa.MetaData()
+    raw = sa.Table("_scope_raw", md, sa.Column("key", key_type), prefixes=["TEMPORARY"])
+    scope = sa.Table(SCOPE, md, sa.Column("key", key_type, primary_key=True), prefixes=["TEMPORARY"])
+    for t in (raw, scope):
+        t.drop(conn, checkfirst=True)
+        t.create(conn)
+    q = conn.dialect.identifier_preparer.quote
+    since: dict[str, datetime] = {}
+    for ld in pending:
+        since[ld["resource"]] = min(since.get(ld["resource"], ld["loaded_at"]), ld["loaded_at"])
+    for s in model.sources:
+        res = catalog.resource_by_table(s.table)
+        if res.code not in since:
+            continue
+        for col in s.keys:
+            for tbl, ts in ((res.table, "_loaded_at"), (res.table + "_history", "_closed_at")):
+                conn.execute(_typed(f"INSERT INTO _scope_raw (key) SELECT {q(col)} FROM ods.{q(tbl)} "
+                                    f"WHERE {ts} >= :since AND {q(col)} IS NOT NULL"),
+                             {"since": since[res.code]})
+    conn.execute(sa.text(f"INSERT INTO {SCOPE} (key) SELECT DISTINCT key FROM _scope_raw"))
+    raw.drop(conn)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {SCOPE}")  # DIALECT: fresh stats for the temp table
+    return conn.execute(sa.text(f"SELECT COUNT(*) FROM {SCOPE}")).scalar_one()
+
+
+def _build_table(conn: sa.Connection, model: Model, sql: str, params: dict, mode: str,
+                 previous_rows: int = 0) -> int:
+    q = conn.dialect.identifier_preparer.quote
+    target = f"{model.schema}.{q(model.table)}"
+    # DIALECT: a table built in parallel partitions (PostgreSQL) goes with its partitions.
+    cascade = " CASCADE" if conn.dialect.name == "postgresql" else ""
+    if mode == "full":
+        # Build beside the live table, then swap inside the same transaction: readers keep the
+        # old table until the commit, and a failure leaves it untouched.
+        nxt = f"{model.schema}.{q('_next_' + model.table)}"
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {nxt}{cascade}"))
+        created = conn.execute(_typed(f"CREATE TABLE {nxt} AS {sql}"), params).rowcount
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {target}{cascade}"))
+        conn.execute(sa.text(f"ALTER TABLE {nxt} RENAME TO {q(model.table)}"))
+        if model.key:
+            t = sa.Table(model.table, sa.MetaData(), sa.Column(model.key), schema=model.schema)
+            sa.Index(f"ix_{model.table}__{model.key}"[:63], t.c[model.key]).create(conn)
+        if created is not None and created >= 0:  # PostgreSQL reports it; SQLite does not
+            return created
+        return conn.execute(sa.text(f"SELECT COUNT(*) FROM {target}")).scalar_one()
+    deleted = conn.execute(sa.text(
+        f"DELETE FROM {target} WHERE {q(model.key)} IN (SELECT key FROM {SCOPE})")).rowcount
+    inserted = conn.execute(_typed(f"INSERT INTO {target} {sql}"), params).rowcount
+    # Counting millions of rows again would cost more than the rebuild of a few subjects.
+    return previous_rows - deleted + inserted
+
+
+def _authorities(model: Model, catalog: Catalog) -> dict[str, list[str]]:
+    """resource code -> attributes it is authoritative for (catalog first, header default)."""
+    out: dict[str, list[str]] = {}
+    for attr in model.attributes:
+        res = catalog.authority(f"{model.library}.{attr}")
+        if res is None and model.authority:
+            res = catalog.resource_by_table(model.authority)
+        if res is None:
+            raise WarehouseError(f"{model.name}: no authoritative source for {model.library}.{attr}",
+                                 hint="declare authoritative_for on a catalog resource or authority: in the model")
+        out.setdefault(res.code, []).append(attr)
     return out
 
 
-def build_base_libraries(engine: sa.Engine, catalog: Catalog, interval: Interval) -> dict:
-    """Rebuild every base library; return {target: row count}."""
-    models = base_models()
+def _build_conflicts(conn: sa.Connection, model: Model, catalog: Catalog, obs: str, params: dict,
+                     mode: str, interval: Interval) -> int:
+    q = conn.dialect.identifier_preparer.quote
     md = sa.MetaData()
-    needed = {s for m in models for s in m["sources"]}
-    ensure(engine, *[ods_table(catalog.resource_by_table(t), md) for t in sorted(needed)])
-    now = datetime.now(UTC).replace(tzinfo=None)
-    counts = {}
-    for m in models:
-        with engine.begin() as conn:
-            run_file(conn, m["name"])
-            counts[m["target"]] = conn.execute(sa.text(f"SELECT COUNT(*) FROM {m['target']}")).scalar_one()
-            conn.execute(sa.text("DELETE FROM meta.lineage WHERE target = :t"), {"t": m["target"]})
-            for table in m["sources"]:
-                res = catalog.resource_by_table(table)
-                key = conn.execute(sa.text(
-                    "SELECT MAX(interval_key) FROM meta.runs WHERE resource = :r AND status = 'loaded'"),
-                    {"r": res.code}).scalar()
-                conn.execute(sa.text("INSERT INTO meta.lineage (target, resource, interval_key, built_at) "
-                                     "VALUES (:t, :r, :k, :b)"),
-                             {"t": m["target"], "r": res.code, "k": key or "", "b": now})
-        log.info("built %s: %d rows", m["target"], counts[m["target"]])
-    return {"interval": interval.key, "tables": counts}
+    key_cols = ("library", "subject_id", "attribute", "other_resource", "other_value")
+    new = sa.Table("_conflicts_new", md,
+                   *[sa.Column(c, sa.Text, primary_key=c in key_cols) for c in (*key_cols, "resource", "unit",
+                                                                                 "authority_value")],
+                   prefixes=["TEMPORARY"])
+    new.drop(conn, checkfirst=True)
+    new.create(conn)
+    for code, attrs in _authorities(model, catalog).items():
+        res = catalog.resource(code)
+        differs = " OR ".join(f"o.{q(a)} <> a.{q(a)}" for a in attrs)
+        cols = ", ".join(f"o.{q(a)} AS {q('o_' + a)}, a.{q(a)} AS {q('a_' + a)}" for a in attrs)
+        conn.execute(sa.text("DROP TABLE IF EXISTS _obs_diff"))
+        # One join of every other source against the authority, all attributes at once; the
+        # disagreements are few, so exploding them per attribute afterwards is cheap.
+        conn.execute(_typed(
+            f"CREATE TEMPORARY TABLE _obs_diff AS SELECT o.subject_id, o.resource AS other_resource, {cols} "
+            f"FROM ({obs}) o JOIN ({obs}) a ON a.subject_id = o.subject_id "
+            f"WHERE a.resource = :authority AND o.resource <> :authority AND ({differs})"),
+            {**params, "authority": code})
+        for a in attrs:
+            conn.execute(sa.text(
+                f"INSERT INTO _conflicts_new (library, subject_id, attribute, other_resource, other_value, resource, "
+                f"unit, authority_value) SELECT DISTINCT :library, subject_id, :attribute, other_resource, "
+                f"CAST({q('o_' + a)} AS TEXT), :authority, :unit, CAST({q('a_' + a)} AS TEXT) FROM _obs_diff "
+                f"WHERE {q('o_' + a)} <> {q('a_' + a)}"),
+                {"library": model.library, "attribute": a, "authority": code, "unit": res.unit})
+        conn.execute(sa.text("DROP TABLE _obs_diff"))
+    match = ("n.library = c.library AND n.subject_id = c.subject_id AND n.attribute = c.attribute "
+             "AND n.other_resource = c.other_resource AND n.other_value = c.other_value")
+    lib = {"library": model.library, "k": interval.key}
+    in_scope = f" AND c.subject_id IN (SELECT key FROM {SCOPE})" if mode == "incremental" else ""
+    # A conflict is its key plus the authority's value: one whose values changed is a new
+    # disagreement. Unchanged conflicts keep their first interval across rebuilds, so an
+    # unchanged state rebuilds to an identical table and the quality loop can age them.
+    conn.execute(sa.text(
+        f"DELETE FROM {CONFLICTS} AS c WHERE c.library = :library{in_scope} AND NOT EXISTS (SELECT 1 FROM "
+        f"_conflicts_new n WHERE {match} AND n.resource = c.resource AND n.unit = c.unit "
+        f"AND n.authority_value = c.authority_value)"), lib)
+    # Every conflict still in the table holds as of this build (an incremental build leaves
+    # untouched subjects as they were, which is their state now).
+    conn.execute(sa.text(f"UPDATE {CONFLICTS} SET last_interval = :k WHERE library = :library"), lib)
+    conn.execute(sa.text(
+        f"INSERT INTO {CONFLICTS} (library, subject_id, attribute, other_resource, other_value, resource, unit, "
+        f"authority_value, first_interval, last_interval) SELECT n.library, n.subject_id, n.attribute, "
+        f"n.other_resource, n.other_value, n.resource, n.unit, n.authority_value, :k, :k FROM _conflicts_new n "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {CONFLICTS} c WHERE {match})"), lib)
+    new.drop(conn)
+    return conn.execute(sa.text(f"SELECT COUNT(*) FROM {CONFLICTS} WHERE library = :l"),
+                        {"l": model.library}).scalar_one()
+
+
+def _record(conn: sa.Connection, model: Model, catalog: Catalog, interval: Interval, *, mode: str,
+            consumed: list[dict], scope: int | None, rows: int, started: datetime, t0: float) -> dict:
+    finished = _now()
+    duration = round(time.perf_counter() - t0, 3)
+    conn.execute(sa.text(
+        "INSERT INTO meta.builds (build_id, target, model, model_checksum, interval_key, mode, scope_keys, "
+        "row_count, started_at, finished_at, duration_s) VALUES (:id, :t, :m, :c, :k, :mode, :scope, :rows, "
+        ":started, :finished, :d)").bindparams(sa.bindparam("started", type_=sa.DateTime()),
+                                              sa.bindparam("finished", type_=sa.DateTime())),
+        {"id": uuid.uuid4().hex, "t": model.ident, "m": model.name, "c": model.checksum, "k": interval.key,
+         "mode": mode, "scope": scope, "rows": rows, "started": started, "finished": finished, "d": duration})
+    if mode == "full":
+        conn.execute(sa.text("DELETE FROM meta.lineage_loads WHERE target = :t"), {"t": model.ident})
+    if consumed:
+        conn.execute(sa.text("INSERT INTO meta.lineage_loads (target, load_id) VALUES (:t, :l)"),
+                     [{"t": model.ident, "l": ld["load_id"]} for ld in consumed])
+    conn.execute(sa.text("DELETE FROM meta.lineage WHERE target = :t"), {"t": model.ident})
+    for s in model.sources:
+        if s.is_base:
+            resource, key = s.table, interval.key
+        else:
+            resource = catalog.resource_by_table(s.table).code
+            key = conn.execute(sa.text(
+                "SELECT MAX(interval_key) FROM meta.runs WHERE resource = :r AND status = 'loaded'"),
+                {"r": resource}).scalar() or ""
+        conn.execute(sa.text("INSERT INTO meta.lineage (target, resource, interval_key, built_at) "
+                             "VALUES (:t, :r, :k, :b)").bindparams(sa.bindparam("b", type_=sa.DateTime())),
+                     {"t": model.ident, "r": resource, "k": key, "b": finished})
+    return {"target": model.ident, "mode": mode, "scope_keys": scope, "rows": rows, "duration_s": duration}
+
+
+_INDEXED: set[tuple[str, str]] = set()
+
+
+def ensure_sources(engine: sa.Engine, catalog: Catalog, model: Model) -> None:
+    """The model's ods sources exist (empty if never delivered), and every source column that
+    holds the subject is indexed, so a scoped (incremental / as-of) build probes instead of
+    scanning. Cheap after the first call per process."""
+    md = sa.MetaData()
+    for s in model.sources:
+        if s.is_base:
+            continue
+        ods, _ = ensure_ods(engine, catalog.resource_by_table(s.table), md)
+        cache_key = (engine.url.render_as_string(hide_password=True), s.table)
+        if not s.keys or (cache_key[0], f"{s.table}:{','.join(s.keys)}") in _INDEXED:
+            continue
+        with transaction(engine) as conn:
+            have = {tuple(ix["column_names"]) for ix in sa.inspect(conn).get_indexes(s.table, schema="ods")}
+            have |= {tuple(sa.inspect(conn).get_pk_constraint(s.table, schema="ods")["constrained_columns"])}
+            for col in s.keys:
+                if not any(cols and cols[0] == col for cols in have):
+                    sa.Index(f"ix_{s.table}__{col}"[:63], ods.c[col]).create(conn)
+                    log.info("indexed ods.%s(%s) for scoped builds", s.table, col)
+        _INDEXED.add((cache_key[0], f"{s.table}:{','.join(s.keys)}"))
+
+
+def _pg_settings(conn: sa.Connection) -> None:
+    # DIALECT: planner settings for this transaction only. Sorts and hash joins over millions
+    # of rows spill to disk at the 4 MB default (5M residents: 44 s -> 33 s with 1 GB); JIT
+    # compiling costs more than it saves here.
+    conn.exec_driver_sql(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'")
+    conn.exec_driver_sql("SET LOCAL jit = off")
+
+
+def _parallel_parts(engine: sa.Engine, catalog: Catalog, model: Model, full: bool) -> tuple[int, list[dict]] | None:
+    """(parts, loads) when this build should be a parallel full build, else None: PostgreSQL,
+    a table model whose every source is keyed (so ``in_scope`` can slice it), a full build,
+    and a big first source. The loads are listed here, before any part reads a source."""
+    if engine.dialect.name != "postgresql" or model.is_conflicts or not model.can_increment or BUILD_PARALLEL < 2:
+        return None
+    with engine.connect() as conn:
+        mode, loads, _ = _plan(conn, model, catalog, full)
+        first = catalog.resource_by_table(model.sources[0].table).table
+        size = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                            {"t": f"ods.{first}"}).scalar() or 0
+        size = max(size, 0)  # -1: never analyzed
+        conn.rollback()
+    return (BUILD_PARALLEL, loads) if mode == "full" and size >= PARALLEL_MIN_ROWS else None
+
+
+def _build_parts(engine: sa.Engine, catalog: Catalog, model: Model, params: dict, parts: int) -> tuple[str, int]:
+    """DIALECT (PostgreSQL): build ``base._next_<table>`` as a hash-partitioned table, each
+    partition filled by its own connection at the same time (the model's ``in_scope`` limited
+    to the partition's subjects), each partition indexed. Nothing is visible under the live
+    name until :func:`_swap_parts`; a failure drops what was built. Returns (token, rows)."""
+    q = engine.dialect.identifier_preparer.quote
+    nxt = f"base.{q('_next_' + model.table)}"
+    token = uuid.uuid4().hex[:8]
+    with transaction(engine) as conn:
+        _pg_settings(conn)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {nxt} CASCADE"))
+        shape = f"base.{q('_shape_' + model.table)}"
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {shape}"))
+        sql = Renderer(catalog, conn.dialect).render(model)
+        conn.execute(_typed(f"CREATE TABLE {shape} AS {sql} WITH NO DATA"), params)
+        conn.execute(sa.text(f"CREATE TABLE {nxt} (LIKE {shape}) PARTITION BY HASH ({q(model.key)})"))
+        conn.execute(sa.text(f"DROP TABLE {shape}"))
+        for k in range(parts):
+            conn.execute(sa.text(f"CREATE TABLE base.{q(f'_next_{model.table}_p{k}')} PARTITION OF {nxt} "
+                                 f"FOR VALUES WITH (MODULUS {parts}, REMAINDER {k})"))
+
+    def fill(k: int) -> int:
+        part = f"base.{q(f'_next_{model.table}_p{k}')}"
+        with transaction(engine) as conn:
+            _pg_settings(conn)
+            sql = Renderer(catalog, conn.dialect, partition=(f"base._next_{model.table}", parts, k)).render(model)
+            n = conn.execute(_typed(f"INSERT INTO {part} {sql}"), params).rowcount
+            conn.execute(sa.text(f"CREATE INDEX {q(f'ix_{model.table}_p{k}_{token}')} ON {part} ({q(model.key)})"))
+            return n
+
+    try:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            rows = sum(pool.map(fill, range(parts)))
+    except BaseException:
+        with transaction(engine) as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {nxt} CASCADE"))
+        raise
+    return token, rows
+
+
+def _swap_parts(conn: sa.Connection, model: Model, parts: int, token: str) -> None:
+    """DIALECT (PostgreSQL): the prepared partitioned table replaces the live one, in the
+    caller's (the build's) transaction."""
+    q = conn.dialect.identifier_preparer.quote
+    target = f"base.{q(model.table)}"
+    conn.execute(sa.text(f"DROP TABLE IF EXISTS {target} CASCADE"))
+    conn.execute(sa.text(f"ALTER TABLE base.{q('_next_' + model.table)} RENAME TO {q(model.table)}"))
+    index = f"ix_{model.table}__{model.key}"[:63]
+    conn.execute(sa.text(f"CREATE INDEX {q(index)} ON ONLY {target} ({q(model.key)})"))
+    for k in range(parts):
+        conn.execute(sa.text(f"ALTER TABLE base.{q(f'_next_{model.table}_p{k}')} RENAME TO "
+                             f"{q(f'{model.table}_p{k}')}"))
+        conn.execute(sa.text(f"ALTER INDEX base.{q(index)} ATTACH PARTITION "
+                             f"base.{q(f'ix_{model.table}_p{k}_{token}')}"))
+
+
+def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Interval, *,
+                full: bool = False) -> dict:
+    """Build one model in ONE transaction (full: build beside and swap; incremental: replace
+    the rows of the subjects touched since the last build); record the build and its lineage."""
+    ensure_sources(engine, catalog, model)
+    started, t0 = _now(), time.perf_counter()
+    params = {"run_date": interval.run_date}
+    parallel = _parallel_parts(engine, catalog, model, full)
+    prepared = None
+    if parallel:
+        parts, loads = parallel
+        prepared = _build_parts(engine, catalog, model, params, parts)
+    with transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            _pg_settings(conn)
+        if prepared:
+            mode, reason = "full", f"requested, {parts} partitions in parallel" if full else f"{parts} partitions"
+        else:
+            mode, loads, reason = _plan(conn, model, catalog, full)
+        scope = None
+        last_rows = 0
+        if mode == "incremental":
+            last_rows = conn.execute(sa.text(
+                "SELECT row_count FROM meta.builds WHERE target = :t ORDER BY finished_at DESC LIMIT 1"),
+                {"t": model.ident}).scalar() or 0
+            scope = _fill_scope(conn, model, catalog, loads)
+            # (a conflict table's size says nothing about its subjects: no switch there)
+            if not model.is_conflicts and scope > max(1000, INCREMENTAL_MAX_SHARE * last_rows):
+                mode, reason = "full", f"{scope} subjects changed: cheaper to rebuild"
+                loads = _loads_of(conn, _source_codes(model, catalog))
+        if mode == "incremental" and conn.dialect.name == "postgresql":
+            # DIALECT: an incremental build probes indexes for its subjects: the data is in
+            # memory, unlike what the default random_page_cost assumes.
+            conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+        if prepared:
+            _swap_parts(conn, model, parts, prepared[0])
+            rows = prepared[1]
+        else:
+            sql = Renderer(catalog, conn.dialect, scoped=mode == "incremental").render(model)
+            if model.is_conflicts:
+                rows = _build_conflicts(conn, model, catalog, sql, params, mode, interval)
+            else:
+                rows = _build_table(conn, model, sql, params, mode, last_rows)
+        hook = HOOKS.get("built")
+        if hook is not None:
+            hook(conn)
+        result = _record(conn, model, catalog, interval, mode=mode, consumed=loads, scope=scope, rows=rows,
+                         started=started, t0=t0)
+    log.info("built %s (%s, %s): %d rows%s in %.2f s", model.ident, mode, reason, rows,
+             f", {scope} subjects rebuilt" if scope is not None else "", result["duration_s"])
+    return result
+
+
+def build_base_libraries(engine: sa.Engine, catalog: Catalog, interval: Interval, *, full: bool = False,
+                         only: list[str] | None = None) -> dict:
+    """Build every base model in dependency order (incrementally where possible); return
+    {"interval", "tables": {target: rows}, "builds": [...]}. ``only``: these targets."""
+    builds = []
+    for model in base_models():
+        if only and model.target not in only and model.ident not in only:
+            continue
+        builds.append(build_model(engine, catalog, model, interval, full=full))
+    return {"interval": interval.key, "tables": {b["target"]: b["rows"] for b in builds}, "builds": builds}
+
+
+__all__ = ["Model", "Renderer", "base_models", "build_base_libraries", "build_model", "model_for", "parse_model"]

@@ -10,6 +10,8 @@ import click
 # One entry per module; each module exposes COMMANDS: list[click.Command].
 MODULES = (
     "datarail.commands.tickets",
+    "datarail.commands.warehouse_history",
+    "datarail.commands.extraction",
 )
 
 
