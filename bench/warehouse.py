@@ -266,7 +266,8 @@ def _section(out: dict, machine: dict) -> str:
         "<!-- warehouse:start -->",
         "# Warehouse benchmark (`python -m bench.warehouse`, issue 4)",
         "",
-        f"Run {machine['date']} on {machine['nproc']} cores, load average at start {machine['loadavg_at_start']}; "
+        f"Run {machine['date']} on {machine['nproc']} cores, load average at start {machine['loadavg_at_start']}, "
+        f"at end {machine.get('loadavg_at_end')} (other work on the machine slows every number here); "
         f"PostgreSQL {machine.get('postgres', '?')}. {out['rows']:,} residents; set-up (generated in SQL) "
         f"{out.get('generate_s')} s, not measured.",
         "",
