@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from datarail.privacy import mask_record, mask_value, scrub_text
 from quality.suite import SAMPLE_SIZE_DEFAULT, CheckSpec, warehouse_specs
+from warehouse.load import insert_check_results
 
 if TYPE_CHECKING:
     from catalog.models import Catalog, Resource
@@ -223,11 +224,4 @@ def _store(engine: sa.Engine, resource: Resource, interval: Interval, results: l
         for c in results:
             conn.execute(sa.text("DELETE FROM quality.check_results WHERE resource = :r AND interval_key = :k "
                                  "AND check_id = :c"), {**params, "c": c["check_id"]})
-        conn.execute(sa.text(
-            "INSERT INTO quality.check_results (resource, interval_key, check_id, field, severity, rule, evaluated, "
-            "failed, failed_keys, sample) VALUES (:r, :k, :check_id, :field, :severity, :rule, :evaluated, :failed, "
-            ":failed_keys, :sample)"),
-            [{**params, "check_id": c["check_id"], "field": c["field"], "severity": c["severity"], "rule": c["rule"],
-              "evaluated": c["evaluated"], "failed": c["failed"],
-              "failed_keys": json.dumps(c["failed_keys"], ensure_ascii=False),
-              "sample": json.dumps(c["sample"], ensure_ascii=False, default=str)} for c in results])
+        insert_check_results(conn, resource.code, interval.key, results)

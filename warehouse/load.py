@@ -128,15 +128,7 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
                 [{**params, "row_num": int(q["_row"]), "row_key": q["key"], "reasons": q["reasons"],
                   "record": q["record"]} for q in quarantined.to_dict("records")])
         conn.execute(sa.text("DELETE FROM quality.check_results WHERE resource = :r AND interval_key = :k"), params)
-        if checks:
-            conn.execute(sa.text(
-                "INSERT INTO quality.check_results (resource, interval_key, check_id, field, severity, rule, "
-                "evaluated, failed, failed_keys, sample) VALUES (:r, :k, :check_id, :field, :severity, :rule, "
-                ":evaluated, :failed, :failed_keys, :sample)"),
-                [{**params, "check_id": c["check_id"], "field": c.get("field"), "severity": c["severity"],
-                  "rule": c["rule"], "evaluated": c["evaluated"], "failed": c["failed"],
-                  "failed_keys": json.dumps(c["failed_keys"], ensure_ascii=False),
-                  "sample": json.dumps(c["sample"], ensure_ascii=False, default=str)} for c in checks])
+        insert_check_results(conn, resource.code, interval.key, checks)
         conn.execute(sa.text("DELETE FROM meta.runs WHERE resource = :r AND interval_key = :k"), params)
         conn.execute(sa.text(
             "INSERT INTO meta.runs (" + ", ".join(record) + ") VALUES (" + ", ".join(f":{k}" for k in record) + ")"),
@@ -155,6 +147,22 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
              stats.updated, stats.unchanged, stats.late, stats.deleted, len(quarantined), duration)
     return {**record, **stats.as_dict(), "interval_start": interval.start.isoformat(),
             "interval_end": interval.end.isoformat(), "finished_at": now.isoformat()}
+
+
+def insert_check_results(conn: sa.Connection, resource_code: str, interval_key: str, checks: list[dict]) -> None:
+    """Insert check results of one interval (counts, failure percent, masked keys and sample);
+    the caller deleted the rows they replace, in the same transaction."""
+    if not checks:
+        return
+    conn.execute(sa.text(
+        "INSERT INTO quality.check_results (resource, interval_key, check_id, field, severity, rule, "
+        "evaluated, failed, failed_pct, failed_keys, sample) VALUES (:r, :k, :check_id, :field, :severity, :rule, "
+        ":evaluated, :failed, :failed_pct, :failed_keys, :sample)"),
+        [{"r": resource_code, "k": interval_key, "check_id": c["check_id"], "field": c.get("field"),
+          "severity": c["severity"], "rule": c["rule"], "evaluated": c["evaluated"], "failed": c["failed"],
+          "failed_pct": 100.0 * c["failed"] / c["evaluated"] if c["evaluated"] else None,
+          "failed_keys": json.dumps(c["failed_keys"], ensure_ascii=False),
+          "sample": json.dumps(c["sample"], ensure_ascii=False, default=str)} for c in checks])
 
 
 def _coerce_keys(resource: Resource, keys: list[tuple]) -> list[tuple]:

@@ -1,8 +1,8 @@
 -- Every check result of one unit's resources up to a cutoff, newest interval first: the
--- trend of each check (rows evaluated, failed, percent) for the unit's report.
+-- trend of each check (rows evaluated, failed, the stored failure percent) for the unit's report.
 -- Params: unit, cutoff ('YYYY-MM-DD': intervals ending before it).
 SELECT c.resource, c.check_id, c.severity, c.interval_key, c.evaluated, c.failed,
-       CASE WHEN c.evaluated > 0 THEN 100.0 * c.failed / c.evaluated ELSE 0 END AS percent
+       COALESCE(c.failed_pct, 0) AS percent
 FROM quality.check_results AS c
 JOIN meta.runs AS r ON r.resource = c.resource AND r.interval_key = c.interval_key
 WHERE r.unit = :unit
