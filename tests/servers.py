@@ -57,21 +57,29 @@ class _SmtpHandler(socketserver.StreamRequestHandler):
                 self._send("502 not implemented")
 
 
-class SmtpSink:
-    """``with SmtpSink() as s:`` ... ``s.port``, ``s.messages`` (parsed with :meth:`parsed`)."""
+class _Background:
+    """A socketserver on 127.0.0.1 (a free port) served from a daemon thread for a ``with`` block."""
 
-    def __enter__(self):
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpHandler)
-        self.server.daemon_threads = True
-        self.server.messages = []
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def _serve(self, server) -> None:
+        self.server = server
+        self.port = server.server_address[1]
+        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
         self.thread.start()
-        return self
 
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class SmtpSink(_Background):
+    """``with SmtpSink() as s:`` ... ``s.port``, ``s.messages`` (parsed with :meth:`parsed`)."""
+
+    def __enter__(self):
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpHandler)
+        server.daemon_threads = True
+        server.messages = []
+        self._serve(server)
+        return self
 
     @property
     def messages(self) -> list[dict]:
@@ -98,25 +106,19 @@ class _HookHandler(BaseHTTPRequestHandler):
         pass
 
 
-class HookReceiver:
+class HookReceiver(_Background):
     """``with HookReceiver() as h:`` ... ``h.url``, ``h.requests``; ``status`` to make it refuse."""
 
     def __init__(self, status: int = 200):
         self.status = status
 
     def __enter__(self):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _HookHandler)
-        self.server.requests = []
-        self.server.status = self.status
-        self.port = self.server.server_address[1]
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _HookHandler)
+        server.requests = []
+        server.status = self.status
+        self._serve(server)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
         return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
     @property
     def requests(self) -> list[dict]:
