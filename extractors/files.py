@@ -185,6 +185,21 @@ def header_score(cells: Sequence[Any], expected: set[str]) -> int:
     return len({_norm(c) for c in cells} & expected)
 
 
+def scan_header(rows: Iterator[tuple[int, Sequence[Any]]], expected: set[str]
+                ) -> tuple[list[tuple[int, Sequence[Any]]], int | None, int]:
+    """Read ``(number, cells)`` rows until HEADER_SCAN_ROWS non-blank ones are seen; return them
+    (the caller streams on from the same iterator after them) with :func:`pick_header`'s answer."""
+    early: list[tuple[int, Sequence[Any]]] = []
+    nonblank = 0
+    for number, cells in rows:
+        early.append((number, cells))
+        nonblank += not _blank(cells)
+        if nonblank >= HEADER_SCAN_ROWS:
+            break
+    h, score = pick_header([c for _, c in early], expected)
+    return early, h, score
+
+
 def pick_header(rows: Sequence[Sequence[Any]], expected: set[str]) -> tuple[int | None, int]:
     """(index, score) of the header among ``rows``: the best-matching non-blank row, the
     earliest on a tie; index ``None`` when every row is blank."""
@@ -303,14 +318,7 @@ def read_csv(path: Path, resource: Resource, *, encoding: str | None = None,
 
     # Look at the first records to find the header; the rest stream on from the same reader.
     stream = records()
-    early: list[tuple[int, list[str]]] = []
-    nonblank = 0
-    for line, record in stream:
-        early.append((line, record))
-        nonblank += not _blank(record)
-        if nonblank >= HEADER_SCAN_ROWS:
-            break
-    h, score = pick_header([r for _, r in early], expected)
+    early, h, score = scan_header(stream, expected)
     if h is None:
         log.warning("resource %s: file %s is empty, nothing staged from it", resource.code, path.name)
         return
@@ -401,14 +409,7 @@ def _sheet_rows(resource: Resource, path: Path, title: str, rows: Iterator[tuple
                 drift: Drift) -> Iterator[tuple[list[Any], str, dict[str, Any]]]:
     """Header search, blank-row skipping and width check shared by XLSX and XLS sheets."""
     expected = _expected(resource)
-    early: list[tuple[int, Sequence[Any]]] = []
-    nonblank = 0
-    for number, cells in rows:
-        early.append((number, cells))
-        nonblank += not _blank(cells)
-        if nonblank >= HEADER_SCAN_ROWS:
-            break
-    h, score = pick_header([c for _, c in early], expected)
+    early, h, score = scan_header(rows, expected)
     if h is None:
         log.warning("resource %s: file %s sheet %s is empty", resource.code, path.name, title)
         return
