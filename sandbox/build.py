@@ -272,26 +272,19 @@ class _Injector:
             else:
                 row.values[field.name] = self.mutate(kind, field, row.values[field.name])
             row.defect = {"kind": kind, "check": cid, "field": field.name, "severity": "blocking"}
-        # Warnings: a malformed phone number; the row still loads.
-        wfield = WARNINGS.get(res.code)
-        if wfield:
+        # Warnings (the row still loads): a malformed phone number; a reference to nobody in
+        # the register (cross-resource check).
+        for kind, fields in (("bad_phone", WARNINGS), ("orphan_ref", ORPHANS)):
+            wfield = fields.get(res.code)
+            if not wfield:
+                continue
             field = res.field(wfield)
             n_warn = max(1, int(len(rows) * WARNING_SHARE))
             for i in [i for i in order if i not in taken and rows[i].values.get(wfield)][:n_warn]:
                 taken.add(i)
-                rows[i].values[wfield] = self.mutate("bad_phone", field, rows[i].values[wfield])
-                rows[i].defect = {"kind": "bad_phone", "check": check_id("bad_phone", field, res),
+                rows[i].values[wfield] = self.mutate(kind, field, rows[i].values[wfield])
+                rows[i].defect = {"kind": kind, "check": check_id(kind, field, res),
                                   "field": wfield, "severity": "warning"}
-        # Cross-resource warnings: a reference to nobody in the register; the row still loads.
-        ofield = ORPHANS.get(res.code)
-        if ofield:
-            field = res.field(ofield)
-            n_orphan = max(1, int(len(rows) * WARNING_SHARE))
-            for i in [i for i in order if i not in taken and rows[i].values.get(ofield)][:n_orphan]:
-                taken.add(i)
-                rows[i].values[ofield] = self.mutate("orphan_ref", field, rows[i].values[ofield])
-                rows[i].defect = {"kind": "orphan_ref", "check": check_id("orphan_ref", field, res),
-                                  "field": ofield, "severity": "warning"}
         for dup in duplicates:  # extra rows land anywhere in the delivery
             rows.insert(self.rng.randint(0, len(rows)), dup)
         return rows

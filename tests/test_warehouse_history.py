@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import person_resource, tiny_catalog
-from tests.warehouse_fixtures import D1, D2, D3, D4, day, load, rows
+from tests.warehouse_fixtures import D1, D2, D3, D4, day, load, old_layout_person, rows
 from warehouse.history import asof, checksums, versions
 from warehouse.tables import ensure_ods
 
@@ -150,16 +150,7 @@ def test_layout_upgrade_adds_valid_from_from_the_runs(warehouse_engine):
     """An ods table created before history existed (no _valid_from, no history table) is
     upgraded on first use: each row's version starts with the interval of the run that loaded it."""
     r = person_resource()
-    with warehouse_engine.begin() as c:
-        c.execute(sa.text("CREATE TABLE ods.person (resident_id TEXT PRIMARY KEY, name TEXT, birth_date DATE, "
-                          "updated_at TIMESTAMP, _run_id VARCHAR(250), _interval_key VARCHAR(40), "
-                          "_row_hash VARCHAR(64) NOT NULL, _loaded_at TIMESTAMP NOT NULL)"))
-        c.execute(sa.text("INSERT INTO ods.person VALUES (:a, '张三', '1990-03-07', '2026-11-20 08:00:00', 'old', "
-                          ":k, 'h', '2026-11-21 01:00:00')"), {"a": A, "k": D1.key})
-        c.execute(sa.text("INSERT INTO meta.runs (resource, interval_key, unit, interval_start, interval_end, status) "
-                          "VALUES ('RK-T-0001', :k, 'psb', :s, :e, 'loaded')").bindparams(
-            sa.bindparam("s", type_=sa.DateTime()), sa.bindparam("e", type_=sa.DateTime())),
-            {"k": D1.key, "s": D1.start.replace(tzinfo=None), "e": D1.end.replace(tzinfo=None)})
+    old_layout_person(warehouse_engine, A)
     ensure_ods(warehouse_engine, r)
     assert [(x[0], day(x[2])) for x in current(warehouse_engine)] == [(A, "2026-11-20")]
     load(warehouse_engine, r, D2, [person(A, "张三新")])

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from datarail.errors import WarehouseError
 from datarail.settings import load_settings
 from tests.helpers import person_resource, tiny_catalog
-from tests.warehouse_fixtures import D1, D2, day, load, rows
+from tests.warehouse_fixtures import D1, D2, day, load, old_layout_person, rows
 from warehouse import migrate as migrate_module
 from warehouse import sqlfiles
 from warehouse.engine import get_engine
@@ -52,21 +52,6 @@ def test_from_empty(empty_engine):
             "quality.tickets", "meta.schema_migrations"} <= set(tables)
 
 
-def _old_layout_data(engine):
-    """What the spine (before 0003) left behind: an ods table without _valid_from, no history
-    table, and the run that loaded it."""
-    with engine.begin() as c:
-        c.execute(sa.text("CREATE TABLE ods.person (resident_id TEXT PRIMARY KEY, name TEXT, birth_date DATE, "
-                          "updated_at TIMESTAMP, _run_id VARCHAR(250), _interval_key VARCHAR(40), "
-                          "_row_hash VARCHAR(64) NOT NULL, _loaded_at TIMESTAMP NOT NULL)"))
-        c.execute(sa.text("INSERT INTO ods.person VALUES (:a, '张三', '1990-03-07', '2026-11-20 08:00:00', 'old', "
-                          ":k, 'h', '2026-11-21 01:00:00')"), {"a": A, "k": D1.key})
-        c.execute(sa.text("INSERT INTO meta.runs (resource, interval_key, unit, interval_start, interval_end, status, "
-                          "extracted, loaded) VALUES ('RK-T-0001', :k, 'psb', :s, :e, 'loaded', 1, 1)").bindparams(
-            sa.bindparam("s", type_=sa.DateTime()), sa.bindparam("e", type_=sa.DateTime())),
-            {"k": D1.key, "s": D1.start.replace(tzinfo=None), "e": D1.end.replace(tzinfo=None)})
-
-
 @pytest.mark.parametrize("start", VERSIONS[:-1])
 def test_from_each_earlier_version(empty_engine, tmp_path, start):
     # the tables and columns a warehouse migrated from empty ends with (names are the same on
@@ -78,7 +63,7 @@ def test_from_each_earlier_version(empty_engine, tmp_path, start):
 
     assert migrate(empty_engine, upto=start) == [v for v in VERSIONS if v <= start]
     if start < "0003":
-        _old_layout_data(empty_engine)
+        old_layout_person(empty_engine, A)
     assert migrate(empty_engine) == [v for v in VERSIONS if v > start]
     assert schema(empty_engine) == expected
     # data loaded before the upgrade keeps working: the next load keeps its version as history

@@ -60,3 +60,18 @@ def rows(engine, sql: str, **params) -> list[tuple]:
 def day(value) -> str:
     """A stored date / timestamp as 'YYYY-MM-DD' whatever the engine returns."""
     return None if value is None else str(value)[:10]
+
+
+def old_layout_person(engine, resident_id: str) -> None:
+    """What the spine (before migration 0003) left behind: ``ods.person`` without _valid_from,
+    no history table, one row loaded in D1, and the run that loaded it."""
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE ods.person (resident_id TEXT PRIMARY KEY, name TEXT, birth_date DATE, "
+                          "updated_at TIMESTAMP, _run_id VARCHAR(250), _interval_key VARCHAR(40), "
+                          "_row_hash VARCHAR(64) NOT NULL, _loaded_at TIMESTAMP NOT NULL)"))
+        c.execute(sa.text("INSERT INTO ods.person VALUES (:a, '张三', '1990-03-07', '2026-11-20 08:00:00', 'old', "
+                          ":k, 'h', '2026-11-21 01:00:00')"), {"a": resident_id, "k": D1.key})
+        c.execute(sa.text("INSERT INTO meta.runs (resource, interval_key, unit, interval_start, interval_end, status, "
+                          "extracted, loaded) VALUES ('RK-T-0001', :k, 'psb', :s, :e, 'loaded', 1, 1)").bindparams(
+            sa.bindparam("s", type_=sa.DateTime()), sa.bindparam("e", type_=sa.DateTime())),
+            {"k": D1.key, "s": D1.start.replace(tzinfo=None), "e": D1.end.replace(tzinfo=None)})
