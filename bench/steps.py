@@ -8,7 +8,7 @@ Steps:
 
 - ``datarail``: the project's real path, ``datarail.pipeline.extract`` (connectorx ->
   Arrow -> staged Parquet) then ``warehouse.load.load_delivery`` with every staged row as
-  passed (no validation): (a).
+  passed (no validation), streamed from the staged Parquet parts: (a).
 - ``datarail_extract``: ``datarail.pipeline.extract`` alone (extract -> stage), for the
   extraction's own time and memory.
 - ``datarail_validated``: ``pipeline.extract`` -> ``pipeline.validate`` (Great Expectations)
@@ -57,12 +57,12 @@ def datarail_step(code: str, day: str, conn: dict, *, validate: bool, load: bool
         out.update(validate_s=round(t_val - t0 - t_ext, 3), quarantined=loaded["quarantined"])
     else:
         from warehouse.load import load_delivery
+        from warehouse.rows import Delivery
 
         settings, catalog, engine = pipeline.runtime()
         resource = catalog.resource(code)
-        passed = pd.concat([pd.read_parquet(f) for f in ext["files"]], ignore_index=True)
-        names = [f.name for f in resource.fields]
-        loaded = load_delivery(engine, resource, interval=iv, run_id=f"bench_{iv.key}", passed=passed[names + ["_row"]],
+        passed = Delivery(ext["files"], columns=[f.name for f in resource.fields])
+        loaded = load_delivery(engine, resource, interval=iv, run_id=f"bench_{iv.key}", passed=passed,
                                quarantined=pd.DataFrame({"_row": [], "key": [], "reasons": [], "record": []}),
                                checks=[], extracted=ext["rows"], extract_summary=ext,
                                latest_update=ext.get("watermark_after"))

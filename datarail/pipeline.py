@@ -142,15 +142,18 @@ def validate(resource_code: str, start, end, extract_summary: dict, settings: Se
 
 def load(resource_code: str, start, end, extract_summary: dict, validate_summary: dict,
          run_id: str | None = None, settings: Settings | None = None) -> dict:
-    """Load passed rows and quarantine the rest, atomically; counts must reconcile."""
+    """Load passed rows (streamed from the validated Parquet) and quarantine the rest,
+    atomically; counts must reconcile."""
     from warehouse.load import load_delivery
+    from warehouse.rows import Delivery
 
     settings, catalog, engine = runtime(settings)
     interval = interval_of(start, end)
     folder = Path(validate_summary["dir"])
     checks = json.loads((folder / "checks.json").read_text(encoding="utf-8"))
-    return load_delivery(engine, catalog.resource(resource_code), interval=interval, run_id=run_id,
-                         passed=pd.read_parquet(folder / "passed.parquet"),
+    resource = catalog.resource(resource_code)
+    return load_delivery(engine, resource, interval=interval, run_id=run_id,
+                         passed=Delivery(folder / "passed.parquet", columns=[f.name for f in resource.fields]),
                          quarantined=pd.read_parquet(folder / "quarantined.parquet"), checks=checks,
                          extracted=extract_summary["rows"], extract_summary=extract_summary,
                          latest_update=validate_summary.get("latest_update"))

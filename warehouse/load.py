@@ -25,7 +25,7 @@ from datarail.errors import ReconciliationError
 from datarail.interval import Interval
 from warehouse.engine import is_sqlite, transaction
 from warehouse.merge import merge
-from warehouse.rows import batches, canonical_columns, format_datetime
+from warehouse.rows import Delivery, batches, canonical_columns, format_datetime
 from warehouse.tables import ensure_ods
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,12 @@ def _quarantined_keys(resource: Resource, quarantined: pd.DataFrame) -> list[tup
 
 
 def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, run_id: str | None,
-                  passed: pd.DataFrame, quarantined: pd.DataFrame, checks: list[dict],
+                  passed: Delivery | pd.DataFrame, quarantined: pd.DataFrame, checks: list[dict],
                   extracted: int, extract_summary: dict, latest_update: str | None) -> dict:
     """Load one resource's validated delivery for one interval; return the run record.
 
+    ``passed``: the passing rows, a :class:`~warehouse.rows.Delivery` (the validated Parquet,
+    read batch by batch: memory stays bounded whatever the delivery's size) or a frame.
     ONE transaction: stage the passing rows (COPY on PostgreSQL), merge them into
     ``ods.<table>`` keeping previous versions in ``ods.<table>_history`` (see
     :mod:`warehouse.merge`), close keys a snapshot no longer delivers, replace this interval's
