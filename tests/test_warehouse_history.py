@@ -79,10 +79,46 @@ def test_late_arriving_row_never_overwrites_newer_state(warehouse_engine):
     assert (out["late"], out["updated"], out["inserted"]) == (1, 0, 0)
     assert [x[:2] for x in current(warehouse_engine)] == [(A, "张三新")]
     assert history(warehouse_engine) == [(A, "张三", "2026-11-20", "2026-11-22", "late")]
-    # another late version in between is ignored: history is not rewritten
+    # a backfill of the interval in between splits the version that covered it
     out = load(warehouse_engine, r, D2, [person(A, "张三中", "2026-11-21 08:00:00")])
     assert out["late"] == 1
-    assert history(warehouse_engine) == [(A, "张三", "2026-11-20", "2026-11-22", "late")]
+    assert history(warehouse_engine) == [(A, "张三", "2026-11-20", "2026-11-21", "updated"),
+                                         (A, "张三中", "2026-11-21", "2026-11-22", "late")]
+    assert [x[:2] for x in current(warehouse_engine)] == [(A, "张三新")]
+    # the same backfill again changes nothing; with other content it is replaced in place
+    before = checksums(warehouse_engine, areas=("ods",))
+    load(warehouse_engine, r, D2, [person(A, "张三中", "2026-11-21 08:00:00")])
+    assert checksums(warehouse_engine, areas=("ods",)) == before
+    load(warehouse_engine, r, D2, [person(A, "张三乙", "2026-11-21 09:00:00")])
+    assert history(warehouse_engine) == [(A, "张三", "2026-11-20", "2026-11-21", "updated"),
+                                         (A, "张三乙", "2026-11-21", "2026-11-22", "late")]
+
+
+def test_backfill_of_a_missed_interval_is_what_asof_answers(warehouse_engine):
+    r = person_resource()
+    cat = tiny_catalog(r)
+    name_on = lambda key, d: [x["name"] for x in asof(warehouse_engine, cat, "ods.person", key, d)]  # noqa: E731
+    load(warehouse_engine, r, D1, [person(A, "张三"), person(B, "李四"), person(C, "王五")])
+    load(warehouse_engine, r, D4, [person(A, "张三四"), person(B, "李四")])  # C deleted at D4; D2, D3 missed
+    # the backfill of D3: A changed on D3, B the same, C already gone (a snapshot of D3 without
+    # C must not touch the newer state, and closes nothing itself)
+    out = load(warehouse_engine, r, D3, [person(A, "张三三"), person(B, "李四")])
+    assert (out["late"], out["deleted"]) == (1, 0) and out["unchanged"] == 1
+    assert name_on(A, date(2026, 11, 21)) == ["张三"]
+    assert name_on(A, date(2026, 11, 22)) == ["张三三"]
+    assert name_on(A, date(2026, 11, 23)) == ["张三四"]
+    assert name_on(C, date(2026, 11, 22)) == ["王五"]  # not deleted by the backfill
+    assert name_on(C, date(2026, 11, 23)) == []
+    assert [x[:2] for x in current(warehouse_engine)] == [(A, "张三四"), (B, "李四")]
+    # a key delivered in the gap a deletion left, and a key first seen before its first version
+    load(warehouse_engine, r, D4, [person(A, "张三四"), person(B, "李四"), person(C, "王五")])  # rerun: C back
+    load(warehouse_engine, r, D2, [person(A, "张三"), person(B, "李四"), person(C, "王五二")])
+    assert name_on(C, date(2026, 11, 21)) == ["王五二"]
+    assert name_on(C, date(2026, 11, 20)) == ["王五"]
+    assert name_on(A, date(2026, 11, 21)) == ["张三"]
+    first = checksums(warehouse_engine, areas=("ods",))
+    load(warehouse_engine, r, D2, [person(A, "张三"), person(B, "李四"), person(C, "王五二")])
+    assert checksums(warehouse_engine, areas=("ods",)) == first
 
 
 def test_late_row_of_a_key_deleted_later_does_not_resurrect_it(warehouse_engine):

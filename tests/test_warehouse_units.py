@@ -106,7 +106,7 @@ def test_merge_statements(dialect, fused):
     assert "resident_id = excluded" not in up  # the key is never updated
     if fused:
         one = sql.fused(snapshot=True)
-        assert one.startswith("WITH late AS (") and one.count("RETURNING 1") == 5 and ";" not in one
+        assert one.startswith("WITH late_rerun AS (") and one.count("RETURNING 1") == 8 and ";" not in one
 
 
 @pytest.mark.parametrize("ftype, values, texts", [

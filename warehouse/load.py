@@ -119,8 +119,16 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
     params = {"r": resource.code, "k": interval.key}
     with transaction(engine) as conn:
         _checkpoint("begin", conn)
+        later = _later_interval_loaded(conn, resource, interval)
+        if snapshot and later:
+            # A backfill: the later snapshot already said which keys exist; a key missing from
+            # this older one must not close a version a newer delivery confirmed.
+            log.info("%s [%s]: a later interval is loaded; this backfill closes no keys", resource.code,
+                     interval.key)
+            snapshot = False
         stats, method = merge(conn, resource, ods, hist, batches(resource, passed, meta), keep, snapshot=snapshot,
-                              params={"vf": valid_from, "run": run_id, "k": interval.key, "now": now})
+                              params={"vf": valid_from, "run": run_id, "k": interval.key, "now": now},
+                              late_possible=later)
         _checkpoint("merged", conn)
         conn.execute(sa.text("DELETE FROM quality.quarantine WHERE resource = :r AND interval_key = :k"), params)
         if len(quarantined):
@@ -149,6 +157,12 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
              stats.updated, stats.unchanged, stats.late, stats.deleted, len(quarantined), duration)
     return {**record, **stats.as_dict(), "interval_start": interval.start.isoformat(),
             "interval_end": interval.end.isoformat(), "finished_at": now.isoformat()}
+
+
+def _later_interval_loaded(conn: sa.Connection, resource: Resource, interval: Interval) -> bool:
+    return conn.execute(sa.text(
+        "SELECT 1 FROM meta.runs WHERE resource = :r AND status = 'loaded' AND interval_start > :s LIMIT 1"),
+        {"r": resource.code, "s": interval.start.replace(tzinfo=None)}).first() is not None
 
 
 def insert_check_results(conn: sa.Connection, resource_code: str, interval_key: str, checks: list[dict]) -> None:

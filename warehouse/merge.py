@@ -13,14 +13,25 @@ valid from ``I.start`` (``:vf``). Per key, against the current version ``o`` and
 | case | condition | effect |
 |---|---|---|
 | new | no current row, no history version ending after ``:vf`` | inserted as current |
-| unchanged | ``o._row_hash`` equal | nothing (keeps its load metadata) |
+| unchanged | ``o._row_hash`` equal, ``o._valid_from <= :vf`` | nothing (keeps its load metadata) |
 | updated | hash differs, ``o._valid_from < :vf`` | ``o`` -> history (``_valid_to = :vf``), new current |
 | rerun | hash differs, ``o._valid_from = :vf`` (same interval again) | current replaced in place |
-| late | hash differs, ``o._valid_from > :vf``; or the key was deleted after ``:vf`` | current untouched; the version goes to history as ``[:vf, first known version)`` if nothing known starts at or before ``:vf``, else it is ignored |
+| late | ``o._valid_from > :vf``; or the key was deleted after ``:vf`` (a backfill) | current untouched; history gets the version at ``:vf`` (below) |
+
+A late version (a backfill of an interval before the key's current version) goes into the
+history where it belongs, so that "as of" any day answers what the source said that day:
+
+| late case | effect |
+|---|---|
+| a history version starts at ``:vf`` (the backfill again) | replaced in place if its content differs, else nothing |
+| a history version ``p`` covers ``:vf`` with other content | ``p`` split: ``p`` ends at ``:vf`` (closed by this load), the late version runs ``[:vf, p's end)`` and is closed as ``p`` was |
+| a history version covers ``:vf`` with the same content | nothing |
+| nothing covers ``:vf`` (before the first version, or in a gap a deletion left) | ``[:vf, next known version)`` (``_change = late``) |
 | deleted | snapshot resources: current key neither delivered nor quarantined, ``o._valid_from <= :vf`` | ``o`` -> history (``_change = deleted``), removed from current |
 
 So a rerun of an interval changes nothing, and a backfill of an older interval never
-overwrites newer state.
+overwrites newer state (snapshot deletes are not applied by a backfill:
+:func:`warehouse.load.load_delivery` turns them off when a later interval is loaded).
 
 The first load of a resource (current and history tables both empty) skips staging: every
 row is ``new``, so the rows are written straight into the current table (the same rows and
@@ -95,26 +106,59 @@ class MergeSQL:
         k0 = self.q(self.pk[0])
         return (
             f"SELECT COUNT(*) AS rows_in, "
-            f"SUM(CASE WHEN o.{k0} IS NOT NULL AND o._row_hash = s._row_hash THEN 1 ELSE 0 END) AS unchanged, "
+            f"SUM(CASE WHEN o.{k0} IS NOT NULL AND o._row_hash = s._row_hash AND o._valid_from <= :vf "
+            f"THEN 1 ELSE 0 END) AS unchanged, "
             f"SUM(CASE WHEN o.{k0} IS NOT NULL AND o._row_hash <> s._row_hash AND o._valid_from <= :vf "
             f"THEN 1 ELSE 0 END) AS updated, "
-            f"SUM(CASE WHEN o.{k0} IS NOT NULL AND o._row_hash <> s._row_hash AND o._valid_from > :vf THEN 1 "
+            f"SUM(CASE WHEN o.{k0} IS NOT NULL AND o._valid_from > :vf THEN 1 "
             f"WHEN o.{k0} IS NULL AND EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} "
             f"AND h._valid_to > :vf) THEN 1 ELSE 0 END) AS late "
             f"FROM {STAGE} s LEFT JOIN {self.ods} o ON {self.on('o', 's')}")
 
+    def _late(self) -> str:
+        return (f"((o._row_hash IS NOT NULL AND o._valid_from > :vf) "
+                f"OR (o._row_hash IS NULL AND EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} "
+                f"AND h._valid_to > :vf)))")
+
+    def late_rerun(self) -> str:
+        """A late version for an interval a history version starts at (a rerun of a backfill):
+        that version's content is replaced in place."""
+        sets = ", ".join(f"{self.q(c)} = s.{self.q(c)}" for c in self.data_cols if c != "_valid_from")
+        return (f"UPDATE {self.hist} AS h SET {sets} FROM {STAGE} s "
+                f"WHERE {self.on('h', 's')} AND h._valid_from = :vf AND h._row_hash <> s._row_hash")
+
+    def late_split(self) -> str:
+        """A late version inside a history version ``p`` (``p`` started before ``:vf`` and
+        ended after it) with other content: the version ``[:vf, p's end)``, closed as ``p``
+        was (run the caller runs BEFORE :meth:`late_split_close` on SQLite)."""
+        return (
+            f"INSERT INTO {self.hist} ({self.hist_cols}) "
+            f"SELECT {self.list('s')}, p._valid_to, p._closed_run_id, p._closed_interval_key, p._closed_at, p._change "
+            f"FROM {STAGE} s JOIN {self.hist} p ON {self.on('p', 's')} "
+            f"WHERE p._valid_from < :vf AND p._valid_to > :vf AND p._row_hash <> s._row_hash")
+
+    def late_split_close(self) -> str:
+        """... and ``p`` now ends at ``:vf``, closed by this load."""
+        return (f"UPDATE {self.hist} AS p SET _valid_to = :vf, _closed_run_id = :run, _closed_interval_key = :k, "
+                f"_closed_at = :now, _change = 'updated' FROM {STAGE} s "
+                f"WHERE {self.on('p', 's')} AND p._valid_from < :vf AND p._valid_to > :vf "
+                f"AND p._row_hash <> s._row_hash")
+
     def late_to_history(self) -> str:
-        """A late version predating everything known about its key becomes history up to the
-        first known version; other late versions are ignored (history is not rewritten)."""
+        """A late version for an interval no known version covers (before the first one, or
+        in the gap a deletion left): history up to the next known version."""
         return (
             f"INSERT INTO {self.hist} ({self.hist_cols}) "
             f"SELECT {self.list('s')}, COALESCE((SELECT MIN(h._valid_from) FROM {self.hist} h "
-            f"WHERE {self.on('h', 's')}), o._valid_from), :run, :k, :now, 'late' "
+            f"WHERE {self.on('h', 's')} AND h._valid_from > :vf), o._valid_from), :run, :k, :now, 'late' "
             f"FROM {STAGE} s LEFT JOIN {self.ods} o ON {self.on('o', 's')} "
-            f"WHERE ((o._row_hash IS NOT NULL AND o._row_hash <> s._row_hash AND o._valid_from > :vf) "
-            f"OR (o._row_hash IS NULL AND EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} "
-            f"AND h._valid_to > :vf))) "
-            f"AND NOT EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} AND h._valid_from <= :vf)")
+            f"WHERE {self._late()} "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} AND h._valid_from <= :vf "
+            f"AND h._valid_to > :vf)")
+
+    def late_steps(self) -> list[str]:
+        """The late-version statements, in the order SQLite must run them."""
+        return [self.late_rerun(), self.late_split(), self.late_split_close(), self.late_to_history()]
 
     def supersede(self) -> str:
         """Current versions replaced by a newer delivery move to history."""
@@ -133,6 +177,28 @@ class MergeSQL:
             f"WHERE NOT EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} AND h._valid_to > :vf) "
             f"ON CONFLICT ({self.list(cols=self.pk)}) DO UPDATE SET {sets} "
             f"WHERE cur._row_hash <> excluded._row_hash AND cur._valid_from <= excluded._valid_from")
+
+    def forward(self, snapshot: bool) -> str:
+        """PostgreSQL, when no later interval is loaded (the daily case: nothing can be late):
+        the whole merge as one statement that visits each delivered key's current row ONCE.
+        The changed rows are updated in place through a self-join that still sees their
+        previous version (``prev``), which ``RETURNING`` hands to the history insert; new keys
+        are inserted. Counts: updated, inserted, moved to history (and closed, deleted)."""
+        sets = ", ".join(f"{self.q(c)} = s.{self.q(c)}" for c in self.data_cols)
+        olds = ", ".join(f"prev.{self.q(c)} AS {self.q('_prev_' + c)}" for c in self.cols)
+        prev_cols = ", ".join(self.q("_prev_" + c) for c in self.cols)
+        parts = [
+            f"upd AS (UPDATE {self.ods} AS cur SET {sets} FROM {STAGE} s JOIN {self.ods} prev ON {self.on('prev', 's')} "
+            f"WHERE {self.on('cur', 's')} AND prev._row_hash <> s._row_hash RETURNING {olds})",
+            f"sup AS (INSERT INTO {self.hist} ({self.hist_cols}) SELECT {prev_cols}, :vf, :run, :k, :now, 'updated' "
+            f"FROM upd WHERE {self.q('_prev__valid_from')} < :vf RETURNING 1)",
+            f"ins AS (INSERT INTO {self.ods} ({self.list()}) SELECT {self.list('s')} FROM {STAGE} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {self.ods} o WHERE {self.on('o', 's')}) RETURNING 1)"]
+        tail = "SELECT (SELECT COUNT(*) FROM upd), (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM sup)"
+        if snapshot:
+            parts += [f"closed AS ({self.close_deleted()} RETURNING 1)", f"del AS ({self.delete()} RETURNING 1)"]
+            tail += ", (SELECT COUNT(*) FROM closed), (SELECT COUNT(*) FROM del)"
+        return "WITH " + ",\n".join(parts) + "\n" + tail
 
     def _undelivered(self, alias: str) -> str:
         return (f"NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {self.on('s', alias)}) "
@@ -154,7 +220,10 @@ class MergeSQL:
         """PostgreSQL: every step as one statement. Data-modifying CTEs all see the snapshot
         taken before the statement, which is the state each step is written against; the steps
         touch disjoint rows, so the order inside the statement does not matter."""
-        parts = [f"late AS ({self.late_to_history()} RETURNING 1)",
+        parts = [f"late_rerun AS ({self.late_rerun()} RETURNING 1)",
+                 f"late_split AS ({self.late_split()} RETURNING 1)",
+                 f"late_close AS ({self.late_split_close()} RETURNING 1)",
+                 f"late AS ({self.late_to_history()} RETURNING 1)",
                  f"sup AS ({self.supersede()} RETURNING 1)",
                  f"ups AS ({self.upsert()} RETURNING 1)"]
         tail = "SELECT (SELECT COUNT(*) FROM late), (SELECT COUNT(*) FROM sup), (SELECT COUNT(*) FROM ups)"
@@ -317,11 +386,13 @@ def _is_empty(conn: sa.Connection, *tables: sa.Table) -> bool:
 
 def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table,
           batches: Iterable[dict[str, pa.Array]], keep_keys: list[tuple], *, snapshot: bool,
-          params: dict) -> tuple[MergeStats, str]:
+          params: dict, late_possible: bool = True) -> tuple[MergeStats, str]:
     """Merge a delivery (batches of canonical text columns, one per ods column: see
     :mod:`warehouse.rows`) into current + history, inside the caller's transaction.
     ``keep_keys``: keys delivered but quarantined (snapshot sources keep their current
-    version). ``params``: vf, run, k, now. Returns the stats and the staging method."""
+    version). ``params``: vf, run, k, now. ``late_possible``: an interval after this one is
+    loaded (a backfill), so versions may be late; when False no version starts or ends after
+    ``:vf`` and the late steps are skipped. Returns the stats and the staging method."""
     t0 = time.perf_counter()
     booleans = {f.name for f in resource.fields if f.type == "boolean"}
     if _is_empty(conn, ods, hist):
@@ -350,10 +421,22 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
         conn.exec_driver_sql(f"ANALYZE {KEEP}")
         conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
         conn.exec_driver_sql("SET LOCAL jit = off")
+    deleted = 0
+    if conn.dialect.name == "postgresql" and not late_possible:
+        # DIALECT: the daily case on PostgreSQL: one statement, counts from its own results.
+        rows_in = conn.execute(sa.text(f"SELECT COUNT(*) FROM {STAGE}")).scalar_one()
+        out = conn.execute(_binds(sql.forward(snapshot)), params).one()
+        updated, inserted = int(out[0]), int(out[1])
+        deleted = int(out[4]) if snapshot else 0
+        for t in (stage, keep):
+            t.drop(conn)
+        log.info("%s: staged %d rows by %s in %.2f s, merged in %.2f s", resource.code, rows_in, method,
+                 t_staged - t0, time.perf_counter() - t_staged)
+        return MergeStats(rows_in=rows_in, inserted=inserted, updated=updated, unchanged=rows_in - inserted - updated,
+                          late=0, deleted=deleted), method
     counts = conn.execute(_binds(sql.classify()), params).mappings().one()
     rows_in = int(counts["rows_in"] or 0)
     unchanged, updated, late = (int(counts[k] or 0) for k in ("unchanged", "updated", "late"))
-    deleted = 0
     if conn.dialect.name == "postgresql":
         # DIALECT: one set-based statement on PostgreSQL.
         out = conn.execute(_binds(sql.fused(snapshot)), params).one()
@@ -363,7 +446,7 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
         # DIALECT: SQLite runs the same steps one by one (the order matters here: each step
         # is written against the state before the merge, and later steps only see rows the
         # earlier ones could not have touched).
-        for stmt in (sql.late_to_history(), sql.supersede(), sql.upsert()):
+        for stmt in (*(sql.late_steps() if late_possible else []), sql.supersede(), sql.upsert()):
             conn.execute(_binds(stmt), params)
         if snapshot:
             conn.execute(_binds(sql.close_deleted()), params)
