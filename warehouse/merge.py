@@ -194,11 +194,14 @@ class MergeSQL:
             f"FROM upd WHERE {self.q('_prev__valid_from')} < :vf RETURNING 1)",
             f"ins AS (INSERT INTO {self.ods} ({self.list()}) SELECT {self.list('s')} FROM {STAGE} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {self.ods} o WHERE {self.on('o', 's')}) RETURNING 1)"]
-        tail = "SELECT (SELECT COUNT(*) FROM upd), (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM sup)"
+        return self._statement(parts, ["upd", "ins", "sup"], snapshot)
+
+    def _statement(self, parts: list[str], counted: list[str], snapshot: bool) -> str:
+        """``WITH <parts> [, the snapshot deletes] SELECT <row count of each counted CTE>``."""
         if snapshot:
-            parts += [f"closed AS ({self.close_deleted()} RETURNING 1)", f"del AS ({self.delete()} RETURNING 1)"]
-            tail += ", (SELECT COUNT(*) FROM closed), (SELECT COUNT(*) FROM del)"
-        return "WITH " + ",\n".join(parts) + "\n" + tail
+            parts = [*parts, f"closed AS ({self.close_deleted()} RETURNING 1)", f"del AS ({self.delete()} RETURNING 1)"]
+            counted = [*counted, "closed", "del"]
+        return "WITH " + ",\n".join(parts) + "\nSELECT " + ", ".join(f"(SELECT COUNT(*) FROM {c})" for c in counted)
 
     def _undelivered(self, alias: str) -> str:
         return (f"NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {self.on('s', alias)}) "
@@ -226,11 +229,7 @@ class MergeSQL:
                  f"late AS ({self.late_to_history()} RETURNING 1)",
                  f"sup AS ({self.supersede()} RETURNING 1)",
                  f"ups AS ({self.upsert()} RETURNING 1)"]
-        tail = "SELECT (SELECT COUNT(*) FROM late), (SELECT COUNT(*) FROM sup), (SELECT COUNT(*) FROM ups)"
-        if snapshot:
-            parts += [f"closed AS ({self.close_deleted()} RETURNING 1)", f"del AS ({self.delete()} RETURNING 1)"]
-            tail += ", (SELECT COUNT(*) FROM closed), (SELECT COUNT(*) FROM del)"
-        return "WITH " + ",\n".join(parts) + "\n" + tail
+        return self._statement(parts, ["late", "sup", "ups"], snapshot)
 
 
 def _binds(stmt: str) -> sa.TextClause:
