@@ -179,11 +179,16 @@ def tickets(resource_code: str, start, end, settings: Settings | None = None) ->
 
 def cross_checks(start, end, settings: Settings | None = None) -> dict:
     """Cross-resource checks in the warehouse (after the base libraries, before publishing):
-    results, evidence and tickets for every resource delivered in the interval."""
+    results, evidence and tickets for every resource delivered in the interval; then the
+    base libraries' cross-source conflicts as checks (and tickets) of the authoritative
+    resources."""
+    from quality.conflicts import run_conflict_checks
     from quality.crosscheck import run_cross_checks
 
     settings, catalog, engine = runtime(settings)
-    return {"failed": run_cross_checks(engine, catalog, interval_of(start, end))}
+    interval = interval_of(start, end)
+    return {"failed": run_cross_checks(engine, catalog, interval),
+            "conflicts": run_conflict_checks(engine, catalog, interval)}
 
 
 def build_base(start, end, settings: Settings | None = None) -> dict:

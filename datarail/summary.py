@@ -10,7 +10,8 @@ from datarail.settings import Settings
 
 
 def collect(settings: Settings, run_date: date) -> dict:
-    """Per-resource counts, tickets per unit, headline metrics and output paths for a run date."""
+    """Per-resource counts, tickets per unit, cross-source conflicts per authoritative unit and
+    attribute, headline metrics and output paths for a run date."""
     from warehouse.engine import get_engine
 
     engine = get_engine(settings)
@@ -23,10 +24,14 @@ def collect(settings: Settings, run_date: date) -> dict:
         tickets = {r["unit"]: dict(r) for r in conn.execute(sa.text(
             "SELECT unit, SUM(CASE WHEN state <> 'resolved' THEN 1 ELSE 0 END) AS live, COUNT(*) AS total "
             "FROM quality.tickets GROUP BY unit ORDER BY unit")).mappings()}
+        conflicts = [dict(r) for r in conn.execute(sa.text(
+            "SELECT unit, resource, library, attribute, COUNT(*) AS conflicts, COUNT(DISTINCT subject_id) AS subjects "
+            "FROM quality.conflicts GROUP BY unit, resource, library, attribute "
+            "ORDER BY unit, resource, library, attribute")).mappings()]
         metrics = {r["metric"]: dict(r) for r in conn.execute(sa.text(
             "SELECT metric, numerator, denominator, value FROM meta.metric_snapshots "
             "WHERE run_date = :d AND scope_type = 'overall'"), {"d": d}).mappings()}
-    return {"resources": resources, "tickets": tickets, "metrics": metrics,
+    return {"resources": resources, "tickets": tickets, "conflicts": conflicts, "metrics": metrics,
             "reports": settings.reports_dir / d, "exports": settings.exports_dir / d}
 
 
@@ -44,6 +49,15 @@ def print_summary(settings: Settings, run_date: date, states: dict[str, str], el
                    f"{r['quarantined']:>11}  {status}")
     out += ["", "Feedback tickets per source unit (open / all):"]
     out += [f"  {u:<6} {t['live']} / {t['total']}" for u, t in s["tickets"].items()]
+    out += ["", "Cross-source conflicts per authoritative unit (quality.conflicts):"]
+    per_unit: dict[str, list[dict]] = {}
+    for c in s["conflicts"]:
+        per_unit.setdefault(c["unit"], []).append(c)
+    if not per_unit:
+        out.append("  none")
+    for unit, rows in per_unit.items():
+        detail = ", ".join(f"{c['library']}.{c['attribute']} {c['conflicts']}" for c in rows)
+        out.append(f"  {unit:<6} {sum(c['conflicts'] for c in rows)} ({detail})")
     m = s["metrics"]
     if "sharing_ratio" in m:
         sr = m["sharing_ratio"]

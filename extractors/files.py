@@ -43,7 +43,17 @@ from catalog.models import Resource
 from datarail.errors import DecodeError, ExtractError, SchemaDriftError
 from datarail.interval import Interval
 from extractors.base import ConnInfo, ExtractResult
-from extractors.drift import Drift, Rejects, drift_error, log_drift, new_column_name, policy_of, split_new
+from extractors.drift import (
+    Drift,
+    Rejects,
+    RetypeWatch,
+    drift_error,
+    log_drift,
+    new_column_name,
+    policy_of,
+    settle_retyped,
+    split_new,
+)
 from extractors.staging import StagingWriter, WatermarkWindow, resolve_columns, source_timezone, to_text
 
 log = logging.getLogger(__name__)
@@ -257,7 +267,8 @@ def _map_row(cells: Sequence[Any], mapping: list[int | None]) -> list[Any]:
 class _Columns:
     """A file's header mapped to the catalog, with the drift it shows (new and missing columns)."""
 
-    def __init__(self, resource: Resource, header: Sequence[Any], *, where: str, drift: Drift):
+    def __init__(self, resource: Resource, header: Sequence[Any], *, where: str, drift: Drift,
+                 header_at: str = ""):
         self.mapping = resolve_columns(resource, header, where=where)
         self.new_idx = split_new(header, self.mapping)
         self.new_names = [str(header[i]).strip() for i in self.new_idx]
@@ -268,7 +279,7 @@ class _Columns:
         for n in missing:
             if n not in drift.missing:
                 drift.missing.append(n)
-        self.resource, self.where, self.drift = resource, where, drift
+        self.resource, self.where, self.drift, self.header_at = resource, where, drift, header_at
         if drift.policy == "freeze" and missing:
             col = missing[0]
             raise drift_error(resource, resource.field(col).source_name, f"is missing from {where}",
@@ -284,6 +295,13 @@ class _Columns:
             name = next(iter(extras))
             raise drift_error(self.resource, name, f"is delivered by {self.where} but not in the catalog", source)
         return _map_row(cells, self.mapping), source, extras
+
+    def finish(self) -> None:
+        """End of the file: under ``freeze`` a new column is an error even when no row has a
+        value in it (as for SQL sources); rows with a value failed earlier, naming the row."""
+        if self.drift.policy == "freeze" and self.new_names:
+            raise drift_error(self.resource, self.new_names[0], f"is delivered by {self.where} but not in the "
+                              "catalog", f"{self.header_at} (the header; no row has a value in it)")
 
 
 def read_csv(path: Path, resource: Resource, *, encoding: str | None = None,
@@ -329,7 +347,8 @@ def read_csv(path: Path, resource: Resource, *, encoding: str | None = None,
         log.info("resource %s: file %s: header on line %d, %d row(s) above it skipped",
                  resource.code, path.name, header_line, h)
     cols = _Columns(resource, [c.replace("\ufeff", "").strip() for c in header],
-                    where=f"file {path.name} (encoding {enc}, delimiter {delimiter!r})", drift=drift)
+                    where=f"file {path.name} (encoding {enc}, delimiter {delimiter!r})", drift=drift,
+                    header_at=f"{path.name}:line {header_line}")
     width = len(header)
     for line, record in chain(early[h + 1:], stream):
         if _blank(record):
@@ -341,6 +360,7 @@ def read_csv(path: Path, resource: Resource, *, encoding: str | None = None,
                 hint="A value probably contains an unquoted delimiter or line break: ask the unit "
                      "to re-export the file with quoting")
         yield cols.row(record, f"{path.name}:line {line}")
+    cols.finish()
 
 
 _MERGE_REF = re.compile(rb'<(?:\w+:)?mergeCell\s+ref="([A-Z]+)(\d+):([A-Z]+)(\d+)"')
@@ -422,7 +442,8 @@ def _sheet_rows(resource: Resource, path: Path, title: str, rows: Iterator[tuple
     names = [None if _norm(c) == "" else str(c).strip() for c in header]
     while names and names[-1] is None:
         names.pop()
-    cols = _Columns(resource, names, where=f"file {path.name} sheet {title}", drift=drift)
+    cols = _Columns(resource, names, where=f"file {path.name} sheet {title}", drift=drift,
+                    header_at=f"{path.name}:{title}!row {header_row}")
     width = len(names)
     for number, cells in chain(early[h + 1:], rows):
         if _blank(cells):
@@ -433,6 +454,7 @@ def _sheet_rows(resource: Resource, path: Path, title: str, rows: Iterator[tuple
                 f"column (row {header_row} has {width} columns)", unit=resource.unit,
                 resource=resource.code, row=number, hint="Ask the unit to keep every value under a header")
         yield cols.row(cells, f"{path.name}:{title}!row {number}")
+    cols.finish()
 
 
 def read_xlsx(path: Path, resource: Resource, *, sheet: str | None = None,
@@ -641,15 +663,20 @@ def extract_files(resource: Resource, conn: ConnInfo, interval: Interval, out_di
     wm_index = [f.name for f in resource.fields].index(window.field) if window else None
     drift = Drift(policy=policy_of(resource))
     rejects = Rejects(out_dir) if drift.policy == "discard_row" else None
+    watch = RetypeWatch(resource, out_dir)
+    evolve = drift.policy == "evolve"
     skipped = 0
     per_file: dict[Path, int] = {}
     current: Path | None = None
     try:
         with StagingWriter(out_dir, resource, chunk_rows=chunk_rows, tz=tz, started=started,
-                           midnight_as_date=True) as writer:
+                           midnight_as_date=True, watch=watch) as writer:
             for current in paths:
                 per_file[current] = 0
                 for values, source, extras in _read_file(current, resource, drift):
+                    if evolve and len(drift.new) != len(writer.extra_columns):
+                        # a file whose header brings a new column: staged as _new_<name> from now on
+                        writer.add_extra_columns([new_column_name(n) for n in drift.new])
                     if window is not None:
                         if not window.admits(values[wm_index]):
                             skipped += 1
@@ -664,10 +691,22 @@ def extract_files(resource: Resource, conn: ConnInfo, interval: Interval, out_di
                             continue
                         if drift.policy == "discard_value":
                             drift.discarded_values += len(extras)
+                    if evolve and drift.new:
+                        values = values + [extras.get(n) for n in drift.new]
                     writer.append(values, source)
                     per_file[current] += 1
+                if evolve and len(drift.new) != len(writer.extra_columns):  # header-only file
+                    writer.add_extra_columns([new_column_name(n) for n in drift.new])
             current = None
+        try:
+            staged = settle_retyped(resource, drift, watch, writer, rejects, f"files {pattern}",
+                                    on_discard=lambda source: _count_off(per_file, source))
+        except SchemaDriftError as exc:  # freeze: the file holding the first offending row is rejected
+            current = next((p for p in paths if exc.offender and exc.offender.startswith(f"{p.name}:")), None)
+            raise
     except ExtractError as exc:
+        if rejects is not None:
+            rejects.abort()
         if state is not None and current is not None:
             _reject_bad(state, resource, interval, archive, current, fingerprints.get(current), exc)
         raise
@@ -675,6 +714,7 @@ def extract_files(resource: Resource, conn: ConnInfo, interval: Interval, out_di
     res = writer.result() if window is None else writer.result(watermark_before=since, watermark_after=window.after)
     if skipped:
         log.info("resource %s: %d row(s) outside the watermark window skipped", resource.code, skipped)
+    res.rows, res.bytes = staged, writer.bytes
     res.engine = "files"
     res.drift = drift.to_dict()
     res.rows_read = res.rows + drift.discarded_rows
@@ -691,6 +731,14 @@ def extract_files(resource: Resource, conn: ConnInfo, interval: Interval, out_di
         files_info.append(info)
     res.source_files = files_info
     return res
+
+
+def _count_off(per_file: dict[Path, int], source: str) -> None:
+    # A row set aside after staging no longer counts as staged from its file.
+    for p in per_file:
+        if source.startswith(f"{p.name}:"):
+            per_file[p] -= 1
+            return
 
 
 def _reject_bad(state, resource: Resource, interval: Interval, archive: Path, path: Path, fp: str | None,

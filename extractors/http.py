@@ -37,7 +37,16 @@ from datarail.errors import ExtractError
 from datarail.interval import Interval
 from datarail.privacy import scrub_text
 from extractors.base import ConnInfo, ExtractResult
-from extractors.drift import Drift, Rejects, drift_error, log_drift, policy_of, split_new
+from extractors.drift import (
+    Drift,
+    Rejects,
+    RetypeWatch,
+    drift_error,
+    log_drift,
+    new_column_name,
+    policy_of,
+    settle_retyped,
+)
 from extractors.staging import StagingWriter, WatermarkWindow, resolve_columns, source_timezone, to_text
 
 log = logging.getLogger(__name__)
@@ -240,27 +249,45 @@ def extract_http(resource: Resource, conn: ConnInfo, interval: Interval, out_dir
     wm_index = [f.name for f in resource.fields].index(window.field) if window else None
     client = ApiClient(conn, unit=resource.unit, resource=resource.code)
     keys: list[str] | None = None
+    known: set[str] = set()
     new_keys: list[str] = []
+    first_at: dict[str, str] = {}
+    staged_new: dict[str, list[str]] = {}  # evolve: staged column -> the new keys it holds
     skipped = 0
     where = f"endpoint {resource.location.endpoint}"
     drift = Drift(policy=policy_of(resource))
+    evolve = drift.policy == "evolve"
     rejects = Rejects(out_dir) if drift.policy == "discard_row" else None
+    watch = RetypeWatch(resource, out_dir, json_kinds=True)
     try:
-        with StagingWriter(out_dir, resource, chunk_rows=chunk_rows, tz=tz, started=started) as writer:
+        with StagingWriter(out_dir, resource, chunk_rows=chunk_rows, tz=tz, started=started,
+                           watch=watch) as writer:
             for records, label in pages(client, resource, page_size=page_size, params=params,
                                         max_pages=int(extra.get("max_pages", 100_000))):
-                if keys is None and records:
-                    # Records omit keys for nulls in some APIs: judge the layout on a whole page.
-                    seen = list(dict.fromkeys(k for r in records for k in r))
+                if not records:
+                    continue
+                # Records omit keys for nulls in some APIs: judge the layout on a whole page.
+                seen = list(dict.fromkeys(k for r in records for k in r))
+                if keys is None:
                     mapping = resolve_columns(resource, seen, where=where)
                     keys = [seen[i] if i is not None else None for i in mapping]
-                    new_keys = [seen[i] for i in split_new(seen, mapping)]
-                    drift.new = list(new_keys)
+                    known = set(filter(None, keys))
                     drift.missing = [f.name for f, k in zip(resource.fields, keys, strict=True) if k is None]
                     if drift.policy == "freeze" and drift.missing:
                         col = drift.missing[0]
                         raise drift_error(resource, resource.field(col).source_name, f"is missing from {where}",
                                           f"{label}, record 1", field=col)
+                late = [k for k in seen if k not in known and str(k).strip()]
+                if late:  # a key no field maps to (on this page or, for sparse keys, a later one)
+                    for k in late:
+                        first_at[k] = next(f"{label}, record {i}" for i, r in enumerate(records, start=1) if k in r)
+                    new_keys += late
+                    known.update(late)
+                    drift.new = list(new_keys)
+                    if evolve:
+                        for k in late:  # " remark" and "remark" share one staged column
+                            staged_new.setdefault(new_column_name(k), []).append(k)
+                        writer.add_extra_columns(list(staged_new))
                 for i, rec in enumerate(records, start=1):
                     values = [rec.get(k) if k is not None else None for k in keys]
                     if window is not None:
@@ -279,7 +306,18 @@ def extract_http(resource: Resource, conn: ConnInfo, interval: Interval, out_dir
                             continue
                         if drift.policy == "discard_value":
                             drift.discarded_values += len(extras)
-                    writer.append(values, label)
+                    if staged_new:
+                        values += [next((rec[k] for k in ks if rec.get(k) is not None), None)
+                                   for ks in staged_new.values()]
+                    writer.append(values, label, where=(label, i))
+            if drift.policy == "freeze" and new_keys:
+                raise drift_error(resource, new_keys[0], f"is delivered by {where} but not in the catalog",
+                                  f"{first_at[new_keys[0]]} (the first to carry the key; none has a value in it)")
+        staged = settle_retyped(resource, drift, watch, writer, rejects, where)
+    except BaseException:
+        if rejects is not None:
+            rejects.abort()
+        raise
     finally:
         client.close()
     log.info("resource %s: %d request(s) to %s", resource.code, client.requests, client.base)
@@ -289,6 +327,7 @@ def extract_http(resource: Resource, conn: ConnInfo, interval: Interval, out_dir
                  resource.code, skipped)
     res = (writer.result() if window is None
            else writer.result(watermark_before=since, watermark_after=window.after))
+    res.rows, res.bytes = staged, writer.bytes
     res.engine = "http"
     res.drift = drift.to_dict()
     res.rows_read = res.rows + drift.discarded_rows

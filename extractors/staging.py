@@ -392,7 +392,7 @@ class StagingWriter:
 
     def __init__(self, out_dir: Path, resource: Resource, *, chunk_rows: int = 50_000,
                  rows_per_file: int = 1_000_000, tz: tzinfo = UTC, midnight_as_date: bool = False,
-                 started: float | None = None, extra_columns: Sequence[str] = ()):
+                 started: float | None = None, extra_columns: Sequence[str] = (), watch: Any = None):
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
         self.out_dir = Path(out_dir)
@@ -407,6 +407,8 @@ class StagingWriter:
         self._convert: list[Callable[[Any], str | None]] = [
             (lambda v, t=f.type: to_text(v, t, tz=tz, midnight_as_date=midnight_as_date))
             for f in resource.fields] + [(lambda v: to_text(v, "string", tz=tz)) for _ in self.extra_columns]
+        # Sees every row and row group (drift.RetypeWatch: retyped columns of untyped sources).
+        self.watch = watch
         self._reset_buffer()
         self.rows = 0
         self.chunks = 0
@@ -438,8 +440,46 @@ class StagingWriter:
         self._cols: list[list[str | None]] = [[] for _ in self.field_names]
         self._sources: list[str] = []
 
-    def append(self, values: Sequence[Any], source: str) -> None:
-        """Buffer one row (raw values in field order); writes a row group every ``chunk_rows`` rows."""
+    def add_extra_columns(self, names: Sequence[str]) -> list[str]:
+        """Add text columns after the catalog's (schema drift ``evolve``: a new source column
+        first seen in a later file or page); returns the names that were new.
+
+        Rows already buffered get nulls. Part files already written keep their row groups and
+        are widened with null columns when the writer closes (row group by row group), so
+        every part of the delivery has the same columns; the open part file is finished
+        first, since a Parquet file has one schema.
+        """
+        added = [n for n in dict.fromkeys(names) if n not in self.field_names]
+        if not added:
+            return []
+        self.extra_columns += added
+        self.field_names += added
+        self.schema = staged_schema(self.field_names)
+        self._convert += [(lambda v, tz=self.tz: to_text(v, "string", tz=tz)) for _ in added]
+        self._cols += [[None] * len(self._sources) for _ in added]
+        self._close_file()
+        return added
+
+    def _widen_files(self) -> None:
+        """Give finished part files written before :meth:`add_extra_columns` the final columns."""
+        for path in self.files:
+            pf = pq.ParquetFile(path)
+            if pf.schema_arrow.names == self.schema.names:
+                continue
+            tmp = path.with_name(f".{path.name}{_INPROGRESS_SUFFIX}")
+            with pq.ParquetWriter(tmp, self.schema, compression="snappy") as out:
+                for g in range(pf.num_row_groups):
+                    t = pf.read_row_group(g)
+                    cols = [t.column(n) if n in t.column_names else pa.nulls(t.num_rows, pa.string())
+                            for n in self.schema.names]
+                    out.write_table(pa.Table.from_arrays(cols, schema=self.schema), row_group_size=t.num_rows)
+            os.replace(tmp, path)
+
+    def append(self, values: Sequence[Any], source: str, where: Any = None) -> None:
+        """Buffer one row (raw values in field order, then any extra columns'); writes a row
+        group every ``chunk_rows`` rows. ``where`` names the row for the drift watch's errors."""
+        if self.watch is not None:
+            self.watch.note(values, where)
         for col, conv, v in zip(self._cols, self._convert, values, strict=True):
             col.append(conv(v))
         self._sources.append(source)
@@ -480,6 +520,8 @@ class StagingWriter:
     def _write(self, arrays: list[pa.Array], sources: pa.Array) -> None:
         n = len(sources)
         first = self.rows + 1
+        if self.watch is not None:
+            self.watch.chunk(arrays[:len(self.resource.fields)], sources, first)
         batch = pa.RecordBatch.from_arrays(
             [*arrays, pa.array(np.arange(first, first + n, dtype=np.int64)), sources], schema=self.schema)
         self._open_file().write_batch(batch, row_group_size=n)
@@ -518,6 +560,9 @@ class StagingWriter:
         if not self.files and self._writer is None:
             self._open_file()
         self._close_file()
+        self._widen_files()
+        if self.watch is not None:
+            self.watch.close()
 
     def abort(self) -> None:
         """Remove every file this run wrote (called on an exception)."""
@@ -533,6 +578,8 @@ class StagingWriter:
         self.files = []
         self._tmp = self._final = None
         self._reset_buffer()
+        if self.watch is not None:
+            self.watch.cleanup()
 
     @property
     def bytes(self) -> int:

@@ -81,13 +81,31 @@ PLANS: dict[str, tuple[tuple[str, str | None], ...]] = {
                    ("future_date", "issue_date")),
     "RK-WJ-0002": (("bad_check", "resident_id"), ("unknown_division", "practice_division"),
                    ("malformed_date", "first_reg_date")),
+    "FR-FG-0001": (("bad_check", "uscc"), ("duplicate", None), ("bad_value", "record_type"),
+                   ("date_swap", "valid_until"), ("missing", "authority"), ("unknown_division", "authority_division")),
 }
 WARNINGS: dict[str, str] = {"RK-GA-0001": "phone", "FR-SC-0001": "phone", "RK-JY-0002": "guardian_phone"}
 # Cross-resource warnings: a valid resident ID of nobody in the household register (the
 # `exists:` check, run in the warehouse after the load; the row still loads and is flagged).
 ORPHANS: dict[str, str] = {"RK-MZ-0001": "male_id"}
 BAD_VALUES = {"gender": ["1", "2", "未知"], "reg_type": ["补领", "复婚", "灵活就业"], "level": ["大专", "研究生"],
-              "status": ["冻结", "1"], "grade": ["初一", "7年级", "高中一年级"]}
+              "status": ["冻结", "1"], "grade": ["初一", "7年级", "高中一年级"],
+              "record_type": ["失信", "警告", "其他"]}
+# Cross-source disagreements: rows that pass every check but say something else about a
+# person or an entity than the authoritative register does; the base-library build records
+# them in quality.conflicts. resource -> ((library, attribute, field, subject field, rows), ...)
+CONFLICTS: dict[str, tuple[tuple[str, str, str, str, int], ...]] = {
+    "RK-GA-0002": (("population", "address", "address", "resident_id", 4),),  # the card shows the address before a move
+    "RK-MZ-0001": (("population", "name", "female_name", "female_id", 3),),  # a homophone typed at the registry
+    "RK-JY-0001": (("population", "name", "name", "resident_id", 2),),  # the name at graduation, changed since
+    "RK-JY-0002": (("population", "birth_date", "birth_date", "resident_id", 3),),  # the school keeps another date
+    "FR-SC-0002": (("legal_entity", "address", "address", "uscc", 2),),  # licence not reissued after a move
+    "FR-FG-0001": (("legal_entity", "name", "entity_name", "uscc", 3),  # the name before a change of name
+                   ("legal_entity", "legal_rep_name", "legal_rep_name", "uscc", 2)),  # the former representative
+}
+# Characters of given names and a homophone that registrars type instead.
+HOMOPHONES = dict(zip("丽芳华敏娟燕玲红梅英伟军明杰涛斌鹏飞波宇浩凯俊龙林阳峰亮成东海静婷慧颖琳雪月佳欣怡",
+                      "莉方桦民鹃艳琳虹玫瑛玮钧铭捷滔彬朋菲博雨皓恺骏隆霖扬锋靓诚栋湖婧亭惠莹林学玥嘉昕贻", strict=True))
 BAD_PHONES = ["1381234567", "+86 13812345678", "12345678901", "0571 8812345", "138-1234-5678"]
 # Legacy 公安 columns keep dates as 8-digit text; the other SQL systems as ISO text.
 SQL_DATE_FORMAT = {("RK-GA-0001", "birth_date"): "%Y%m%d", ("RK-GA-0002", "birth_date"): "%Y%m%d",
@@ -108,6 +126,7 @@ class Row:
     values: dict[str, Any]
     defect: dict | None = None  # {"kind", "check", "field", "severity"}
     dup_original: bool = False  # a clean row whose key a later extra row repeats
+    conflict: dict | None = None  # {"library", "attribute", "field", "subject", "value", "was"}
 
 
 def _spec_id(resource: Resource, kind: str, match) -> str:
@@ -290,11 +309,78 @@ class _Injector:
         return rows
 
 
+class _Conflicts:
+    """Seeds cross-source disagreements into rows that carry no defect: each one changes one
+    attribute of one subject (a person or an entity) to a value the authoritative register does
+    not hold, in a shape a real department produces. Its own random stream, so the defects and
+    the rendering of every other value stay as they were."""
+
+    def __init__(self, world: World, resource: Resource):
+        self.world = world
+        self.resource = resource
+        self.rng = random.Random(f"{world.seed}:conflicts:{resource.code}")
+
+    def other(self, field: Field, value: Any) -> Any:
+        """A different value for ``field`` (None: this row cannot take the change)."""
+        rng = self.rng
+        if field.type == "date":  # a lunar-calendar or mistyped birthday, never after the run date
+            return value - timedelta(days=rng.randint(1, 60))
+        if field.semantic == "address":  # another house or flat number of the same street
+            m = re.search(r"(\d+)(号|室)$", value)
+            if not m:
+                return None
+            n = int(m.group(1))
+            return value[:m.start(1)] + str(n + rng.randint(1, 40)) + m.group(2)
+        if field.name == "legal_rep_name":  # the representative before the current one
+            people = sorted(r.name for r in self.world.residents.values() if r.father is None)
+            return next(n for n in (rng.choice(people) for _ in range(100)) if n != value)
+        if field.semantic == "person_name":
+            spots = [i for i, ch in enumerate(value) if i > 0 and ch in HOMOPHONES]
+            if not spots:
+                return None
+            i = rng.choice(spots)
+            return value[:i] + HOMOPHONES[value[i]] + value[i + 1:]
+        if value.endswith("有限公司"):  # an entity name before the change of name
+            return value.removesuffix("有限公司") + "有限责任公司"
+        return None
+
+    def run(self, rows: list[Row]) -> None:
+        res = self.resource
+        order = list(range(len(rows)))
+        self.rng.shuffle(order)
+        changed: set[int] = set()
+        for library, attribute, fname, subject, n in CONFLICTS.get(res.code, ()):
+            field = res.field(fname)
+            subjects: set[Any] = set()
+            for i in order:
+                if n <= 0:
+                    break
+                row = rows[i]
+                value, who = row.values.get(fname), row.values.get(subject)
+                # rows that load (no defect, not a duplicated key); one disagreement per
+                # subject and attribute, so each is one conflict and one failing subject
+                if (i in changed or row.defect or row.dup_original or value is None or who is None
+                        or who in subjects):
+                    continue
+                new = self.other(field, value)
+                if new is None or new == value:
+                    continue
+                row.values[fname] = new
+                row.conflict = {"library": library, "attribute": attribute, "field": fname,
+                                "subject": who, "value": _plain(new), "was": _plain(value)}
+                subjects.add(who)
+                changed.add(i)
+                n -= 1
+
+
 def _summarise(resource: Resource, rows: list[Row], run_date: date) -> dict:
     checks: dict[str, int] = {}
     defects = []
+    conflicts = []
     quarantined = 0
     for row in rows:
+        if row.conflict:
+            conflicts.append({**row.conflict, "key": {k: _plain(row.values[k]) for k in resource.primary_key}})
         blocking = row.dup_original or (row.defect is not None and row.defect["severity"] == "blocking")
         quarantined += blocking
         if row.dup_original:
@@ -311,8 +397,8 @@ def _summarise(resource: Resource, rows: list[Row], run_date: date) -> dict:
     if stale and column and resource.quality.freshness.enabled:
         checks[f"freshness:{column}"] = 1  # a delivery-level check: one failing delivery
     return {"rows": len(rows), "quarantined": quarantined, "checks": dict(sorted(checks.items())),
-            "defects": defects, "stale": stale, "latest_update": latest.isoformat() if latest else None,
-            "status": resource.status}
+            "defects": defects, "conflicts": conflicts, "stale": stale,
+            "latest_update": latest.isoformat() if latest else None, "status": resource.status}
 
 
 def _plain(v: Any) -> Any:
@@ -575,6 +661,7 @@ def build_sandbox(catalog: Catalog, out_dir: Path, *, seed: int = DEFAULT_SEED, 
                                                         f"generator: {list(clean[0])}")
         ordered = [{f.name: r[f.name] for f in res.fields} for r in clean]
         rows[res.code] = _Injector(world, res).run(ordered)
+        _Conflicts(world, res).run(rows[res.code])
         resources_out[res.code] = _summarise(res, rows[res.code], run_date)
 
     connections: dict[str, dict] = {}

@@ -16,7 +16,9 @@ Consistency kept on purpose (tests rely on it):
   who were married before the birth; school-age children have a 学籍 record;
 - a few residents (``isolated``: moved out, deceased or unlinked) and inactive companies
   appear in no other resource, so :mod:`sandbox.build` can damage their key without
-  leaving other resources pointing at a key that no longer exists.
+  leaving other resources pointing at a key that no longer exists (revoked companies carry
+  credit records, so they are not among them);
+- credit records name the registry's entity name and legal representative.
 """
 
 from __future__ import annotations
@@ -130,6 +132,21 @@ DEGREE_OF = {"本科": "学士", "硕士研究生": "硕士", "博士研究生":
 GRADES = ["一年级", "二年级", "三年级", "四年级", "五年级", "六年级", "七年级", "八年级", "九年级",
           "高一", "高二", "高三"]
 SCHOOL_PREFIX = ["实验", "第一", "第二", "城南", "城北", "东方", "育才", "新华", "文澜", "崇文"]
+
+# Public credit records (公共信用信息). Licences by a keyword of the business scope: (keyword,
+# licence, issuing department, decision-number abbreviation, years valid).
+CREDIT_LICENCES = [("食品", "食品经营许可", "市场监督管理局", "市监许", 5),
+                   ("运输", "道路运输经营许可", "交通运输局", "交运许", 6),
+                   ("建设工程施工", "建筑业企业资质许可", "住房和城乡建设局", "建许", 5),
+                   ("医疗器械", "第二类医疗器械经营许可", "市场监督管理局", "市监械许", 5),
+                   ("印刷", "印刷经营许可", "新闻出版局", "新出许", 6),
+                   ("制造", "排污许可", "生态环境局", "环许", 5)]
+# (department, abbreviation, cause, penalty) of the everyday administrative penalties.
+CREDIT_PENALTIES = [("市场监督管理局", "市监处罚", "发布虚假广告", "责令停止发布，罚款人民币20000元"),
+                    ("市场监督管理局", "市监处罚", "销售不符合食品安全标准的食品", "没收违法所得，罚款人民币5000元"),
+                    ("生态环境局", "环罚", "超标排放水污染物", "责令改正，罚款人民币100000元"),
+                    ("应急管理局", "应急罚", "未按规定开展安全生产教育和培训", "罚款人民币30000元"),
+                    ("税务局", "税罚", "未按照规定期限办理纳税申报", "罚款人民币2000元")]
 
 
 # --- small date helpers --------------------------------------------------------------------
@@ -764,6 +781,62 @@ class _Generator:
                         "issue_date": issue, "updated_at": None, "_event": issue})
         return out
 
+    def credit_records(self) -> list[dict]:
+        """The public credit platform's records of companies (双公示 and the red / black lists):
+        licences by business scope, everyday penalties, 纳税信用 A (red list) for some active
+        companies; a revoked company (吊销) carries the revocation penalty and is on the
+        serious-dishonesty list (black list) for three years. Names and representatives are the
+        registry's; deregistered and moved-out companies have none."""
+        rng = self.rng("credit")
+        out = []
+
+        def number(abbr: str, on: date) -> str:
+            return self.unique("credit_no", lambda: f"{abbr}〔{on.year}〕{rng.randint(1, 9999)}号")
+
+        def record(c: Company, kind: str, no: str, content: str, authority: str, division: str, on: date,
+                   until: date | None) -> dict:
+            rep = self.residents[c.legal_rep]
+            return {"decision_no": no, "uscc": c.uscc, "entity_name": c.name, "legal_rep_name": rep.name,
+                    "record_type": kind, "content": content, "authority": authority,
+                    "authority_division": division, "decision_date": on, "valid_until": until,
+                    "updated_at": None, "_event": on}
+
+        for c in sorted(self.companies.values(), key=lambda c: c.uscc):
+            city_code, city = c.division[:4] + "00", self.places.city(c.division)
+            if c.status == "吊销":
+                on = rand_date(rng, min(add_years(c.established, 1), self.yesterday), self.yesterday)
+                out.append(record(c, "行政处罚", number(c.authority[:2] + "市监处罚", on),
+                                  "违反《市场主体登记管理条例》，吊销营业执照", c.authority, c.division, on,
+                                  add_years(on, 3)))
+                listed = min(on + timedelta(days=rng.randint(30, 120)), self.yesterday)
+                out.append(record(c, "黑名单", number(c.authority[:2] + "市监信用", listed),
+                                  "被吊销营业执照，列入严重违法失信名单", c.authority, c.division,
+                                  listed, add_years(listed, 3)))
+                continue
+            if not c.active:
+                continue
+            for keyword, licence, dept, abbr, years in CREDIT_LICENCES:
+                if keyword in c.scope and rng.random() < 0.6:  # the current licence (renewed on expiry)
+                    on = rand_date(rng, max(c.established, add_years(self.run_date, -years)), self.yesterday)
+                    out.append(record(c, "行政许可", number(city[:1] + abbr, on), f"准予{licence}",
+                                      f"{city}{dept}", city_code, on, add_years(on, years)))
+                    break
+            if rng.random() < 0.1:
+                dept, abbr, cause, result = rng.choice(CREDIT_PENALTIES)
+                on = rand_date(rng, max(c.established, add_years(self.run_date, -4)), self.yesterday)
+                out.append(record(c, "行政处罚", number(city[:1] + abbr, on), f"{cause}：{result}",
+                                  f"{city}{dept}", city_code, on, add_years(on, 1)))
+            if rng.random() < 0.06:
+                on = date(rng.choice([self.run_date.year - 2, self.run_date.year - 1]), 4, rng.randint(1, 28))
+                if on > c.established:
+                    out.append(record(c, "红名单", number("浙税信", on), "纳税信用A级纳税人",
+                                      "国家税务总局浙江省税务局", "330000", on, date(on.year + 1, 12, 31)))
+            elif rng.random() < 0.01:
+                on = rand_date(rng, max(c.established, add_years(self.run_date, -2)), self.yesterday)
+                out.append(record(c, "黑名单", number(city[:1] + "人社信用", on), "拖欠农民工工资，列入失信联合惩戒对象名单",
+                                  f"{city}人力资源和社会保障局", city_code, on, add_years(on, 3)))
+        return out
+
     def identity_cards(self) -> list[dict]:
         """Cards per the Resident ID Card Law: valid 5 years under 16, 10 years to 25,
         20 years to 45, long-term (no end date) from 46."""
@@ -880,13 +953,15 @@ class _Generator:
             "RK-WJ-0001": self.births(),
             "RK-WJ-0002": nurse_rows,
             "FR-SW-0001": [],  # planned: the tax bureau delivers nothing yet
+            "FR-FG-0001": self.credit_records(),
         }
         for code, rows in records.items():
             self.stamp(code, rows, stale_days=STALE_DAYS.get(code, 0))
         # Keys that no other resource points at: safe targets for key-damaging defects.
         free = {
             "RK-GA-0001": {(r.rid,) for r in self.residents.values() if r.isolated},
-            "FR-SC-0001": {(c.uscc,) for c in self.companies.values() if not c.active},
+            "FR-SC-0001": {(c.uscc,) for c in self.companies.values() if not c.active}
+            - {(r["uscc"],) for r in records["FR-FG-0001"]},
         }
         return World(seed=self.seed, run_date=self.run_date, scale=self.scale, residents=self.residents,
                      companies=self.companies, couples=self.couples, records=records, free_keys=free)

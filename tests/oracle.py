@@ -14,6 +14,12 @@ Manifest format (written by ``sandbox build``)::
 fail a blocking check, ``stale`` whether the newest record is older than the resource's update
 cycle allows (``CYCLE_DAYS``). A resource absent from the manifest, or with ``rows`` 0, is not
 delivered. Loaded rows = rows - quarantined.
+
+Cross-source conflicts (:func:`expected_conflicts`) come from the manifest's ``conflicts``
+lists: every seeded disagreement names the library, attribute and subject it concerns and the
+value the other source now holds. They are attributed by the rule pinned in
+``catalog/README.md`` (``authoritative_for``): the resource the catalog declares authoritative
+for ``<library>.<attribute>``, else the library's default source.
 """
 
 from __future__ import annotations
@@ -119,3 +125,50 @@ def unmet_by_reason(catalog: Catalog | str | Path, manifest: dict[str, Any],
         if not met:
             counts[reason] = counts.get(reason, 0) + 1
     return counts
+
+
+# The default authoritative source per base library when the catalog declares none
+# (catalog/README.md, ``authoritative_for``), by ods table.
+DEFAULT_AUTHORITY = {"population": "household_register", "legal_entity": "business_registration"}
+
+
+def authority_of(catalog: Catalog, library: str, attribute: str) -> Resource:
+    """The resource a conflict on ``library.attribute`` is attributed to."""
+    wanted = f"{library}.{attribute}"
+    declared = [r for r in catalog.resources if wanted in r.authoritative_for]
+    if declared:
+        return declared[0]
+    return next(r for r in catalog.resources if r.table == DEFAULT_AUTHORITY[library])
+
+
+def expected_conflicts(catalog: Catalog | str | Path, manifest: dict[str, Any]) -> dict[tuple[str, str, str, str],
+                                                                                         dict[str, int]]:
+    """Per (library, attribute, unit, authoritative resource): the conflicts the warehouse must
+    hold (one per subject, other source and value) and the subjects they concern.
+
+    A seeded disagreement counts when both sides load: the other resource is active and
+    delivered and the authoritative resource too (the sandbox seeds them on rows without
+    defects, whose subject's register row is clean)."""
+    cat = _as_catalog(catalog)
+    by_code = {r.code: r for r in cat.resources}
+    seen: dict[tuple[str, str, str, str], set[tuple]] = {}
+    subjects: dict[tuple[str, str, str, str], set[str]] = {}
+    for code, entry in (manifest.get("resources") or {}).items():
+        res = by_code.get(code)
+        if res is None or res.status != "active" or _delivery(manifest, code) is None:
+            continue
+        for c in entry.get("conflicts") or ():
+            authority = authority_of(cat, c["library"], c["attribute"])
+            if authority.code == code or _delivery(manifest, authority.code) is None:
+                continue
+            group = (c["library"], c["attribute"], authority.unit, authority.code)
+            seen.setdefault(group, set()).add((c["subject"], code, str(c["value"])))
+            subjects.setdefault(group, set()).add(str(c["subject"]))
+    return {g: {"conflicts": len(rows), "subjects": len(subjects[g])} for g, rows in seen.items()}
+
+
+def expected_conflict_checks(catalog: Catalog | str | Path, manifest: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """Per (authoritative resource, ``conflict:<library>.<attribute>``): failing subjects, for
+    every attribute with at least one conflict (the quality loop's checks and tickets)."""
+    return {(code, f"conflict:{lib}.{attr}"): n["subjects"]
+            for (lib, attr, _unit, code), n in expected_conflicts(catalog, manifest).items()}

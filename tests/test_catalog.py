@@ -67,6 +67,19 @@ def test_demo_sharing_is_realistic_and_shows_every_reason(demo):
     assert set(unmet_by_reason(demo, manifest)) == {
         "no_resource", "not_delivered", "not_shared", "not_granted", "stale", "failing_quality"}
     assert metrics["provision_rate"]["tax"] < 1.0
+    # the numbers catalog/README.md quotes
+    assert (metrics["needs_met"], metrics["needs_total"], metrics["items_fully_served"], metrics["items_total"]) == (
+        109, 147, 18, 41)
+
+
+def test_registers_are_declared_authoritative_and_credit_has_a_source(demo):
+    for attr in ("name", "gender", "birth_date", "address"):
+        assert demo.authority(f"population.{attr}").code == "RK-GA-0001"
+    for attr in ("name", "legal_rep_name", "address"):
+        assert demo.authority(f"legal_entity.{attr}").code == "FR-SC-0001"
+    credit = [r for r in demo.resources if r.base_library == "credit"]
+    assert [(r.code, r.unit, r.status) for r in credit] == [("FR-FG-0001", "drc", "active")]
+    assert any("FR-FG-0001" in need.resources for _, need in demo.needs)
 
 
 # --- loader errors -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """End to end: the whole pipeline run by Airflow (``python -m datarail.demo``, which runs
 every DAG with ``dag.test()``) on the sandbox, then the exact counts the injected defects
 imply (from the sandbox manifest), the sharing metrics computed independently from the
-catalog (tests/oracle.py), masking of everything that leaves the warehouse, and
+catalog (tests/oracle.py), the cross-source conflicts the sandbox seeded (per attribute and
+authoritative unit, and their tickets), masking of everything that leaves the warehouse, and
 idempotency of a second run. Once on the embedded default, once with PostgreSQL as the
 warehouse and MariaDB as the SQL source."""
 
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from catalog import load_catalog
 from datarail.privacy import find_unmasked
 from datarail.settings import load_settings
-from tests.oracle import expected_metrics
+from tests.oracle import expected_conflict_checks, expected_conflicts, expected_metrics
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +46,9 @@ def snapshot(engine) -> dict:
             "ods_rows": q("SELECT SUM(loaded) FROM meta.runs"),
             "metrics": q("SELECT metric, scope_type, scope, value FROM meta.metric_snapshots "
                          "ORDER BY metric, scope_type, scope"),
+            "conflicts": q("SELECT library, subject_id, attribute, other_resource, other_value, resource, unit, "
+                           "first_interval, last_interval FROM quality.conflicts "
+                           "ORDER BY library, subject_id, attribute, other_resource, other_value"),
         }
 
 
@@ -66,9 +70,27 @@ def check_pipeline(env: dict, output: str) -> dict:
             "SELECT unit FROM quality.tickets WHERE state <> 'resolved'")))
         ods_counts = {r.code: c.execute(sa.text(f"SELECT COUNT(*) FROM ods.{r.table}")).scalar()
                       for r in catalog.resources if r.status == "active"}
+        conflicts = {(r.library, r.attribute, r.unit, r.resource): {"conflicts": r.n, "subjects": r.subjects}
+                     for r in c.execute(sa.text(
+                         "SELECT library, attribute, unit, resource, COUNT(*) AS n, COUNT(DISTINCT subject_id) "
+                         "AS subjects FROM quality.conflicts GROUP BY library, attribute, unit, resource"))}
         metrics = {(m.metric, m.scope_type, m.scope): m for m in c.execute(sa.text(
             "SELECT metric, scope_type, scope, numerator, denominator, value FROM meta.metric_snapshots "
             "WHERE run_date = :d"), {"d": run_date})}
+
+    # The seeded cross-source disagreements, and nothing else, are conflicts, attributed to the
+    # unit the catalog declares authoritative for the attribute; each failing attribute is a
+    # check of that unit's resource (and a ticket, counted below).
+    want_conflicts = expected_conflicts(catalog, manifest)
+    assert conflicts == want_conflicts
+    assert {(lib, attr, unit) for lib, attr, unit, _ in want_conflicts} == {
+        ("population", "name", "psb"), ("population", "birth_date", "psb"), ("population", "address", "psb"),
+        ("legal_entity", "name", "amr"), ("legal_entity", "legal_rep_name", "amr"),
+        ("legal_entity", "address", "amr")}
+    conflict_checks = expected_conflict_checks(catalog, manifest)
+    for unit in {u for _, _, u, _ in want_conflicts}:
+        total = sum(n["conflicts"] for (_, _, u, _), n in want_conflicts.items() if u == unit)
+        assert f"  {unit:<6} {total} (" in output, unit
 
     # Every extracted row is loaded or quarantined, exactly as the injected defects imply.
     for r in catalog.resources:
@@ -81,6 +103,7 @@ def check_pipeline(env: dict, output: str) -> dict:
         assert (run.extracted, run.quarantined) == (m["rows"], m["quarantined"]), r.code
         assert run.loaded == m["rows"] - m["quarantined"] == ods_counts[r.code], r.code
         expected = {k: v for k, v in m["checks"].items() if v}
+        expected |= {chk: n for (res, chk), n in conflict_checks.items() if res == r.code}
         got = {chk: n for (res, chk), n in failing.items() if res == r.code}
         assert got == expected, r.code
 
@@ -88,6 +111,7 @@ def check_pipeline(env: dict, output: str) -> dict:
     want = Counter()
     for r in catalog.resources:
         want[r.unit] += sum(1 for n in manifest["resources"].get(r.code, {}).get("checks", {}).values() if n)
+        want[r.unit] += sum(1 for res, _ in conflict_checks if res == r.code)
     assert tickets == want
 
     # The metrics match an independent computation from the catalog and the manifest.

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from oracle import expected_metrics, expected_need_status, resource_reason, unmet_by_reason
+from oracle import (
+    expected_conflict_checks,
+    expected_conflicts,
+    expected_metrics,
+    expected_need_status,
+    resource_reason,
+    unmet_by_reason,
+)
 
 from catalog.models import (
     Catalog,
@@ -127,3 +134,50 @@ def test_fully_served_item():
     cat = _catalog([_res("RK-A")], [("RK-A",), ("RK-A",)])
     metrics = expected_metrics(cat, _manifest(RK_A=GOOD))
     assert (metrics["items_fully_served"], metrics["sharing_ratio"]) == (1, 1.0)
+
+
+# --- cross-source conflicts ---------------------------------------------------------------------
+
+def _conflict_catalog(declared: tuple[str, ...] = ()) -> Catalog:
+    register = _res("RK-GA-0001").model_copy(update={"table": "household_register", "authoritative_for": declared})
+    card = _res("RK-GA-0002")
+    school = _res("RK-JY-0002", unit="hpf")
+    return _catalog([register, card, school], [("RK-GA-0001",)])
+
+
+def _seeded(subject: str, attribute: str, value: str) -> dict:
+    return {"library": "population", "attribute": attribute, "field": attribute, "subject": subject,
+            "value": value, "was": "x", "key": {"id": subject}}
+
+
+def test_conflicts_go_to_the_default_register_and_count_subjects_once_per_attribute():
+    manifest = _manifest(RK_GA_0001=GOOD,
+                         RK_GA_0002={**GOOD, "conflicts": [_seeded("P1", "name", "张叁"), _seeded("P2", "name", "李肆")]},
+                         RK_JY_0002={**GOOD, "conflicts": [_seeded("P1", "name", "张三三"),
+                                                           _seeded("P1", "birth_date", "2010-01-01")]})
+    assert expected_conflicts(_conflict_catalog(), manifest) == {
+        ("population", "name", "psb", "RK-GA-0001"): {"conflicts": 3, "subjects": 2},
+        ("population", "birth_date", "psb", "RK-GA-0001"): {"conflicts": 1, "subjects": 1}}
+    assert expected_conflict_checks(_conflict_catalog(), manifest) == {
+        ("RK-GA-0001", "conflict:population.name"): 2, ("RK-GA-0001", "conflict:population.birth_date"): 1}
+
+
+def test_conflicts_follow_the_catalog_declaration():
+    cat = _conflict_catalog()
+    school = cat.resource("RK-JY-0002").model_copy(update={"authoritative_for": ("population.birth_date",)})
+    cat = cat.model_copy(update={"resources": tuple(school if r.code == school.code else r for r in cat.resources)})
+    manifest = _manifest(RK_GA_0001=GOOD, RK_JY_0002=GOOD,
+                         RK_GA_0002={**GOOD, "conflicts": [_seeded("P1", "birth_date", "2010-01-02")]})
+    assert expected_conflicts(cat, manifest) == {
+        ("population", "birth_date", "hpf", "RK-JY-0002"): {"conflicts": 1, "subjects": 1}}
+
+
+@pytest.mark.parametrize("register, card", [
+    pytest.param(None, GOOD, id="authority-not-delivered"),
+    pytest.param(GOOD, {"rows": 0, "quarantined": 0, "stale": False}, id="other-source-not-delivered"),
+])
+def test_no_conflict_without_both_sides(register, card):
+    entries = {"RK_GA_0002": {**card, "conflicts": [_seeded("P1", "name", "张叁")]}}
+    if register is not None:
+        entries["RK_GA_0001"] = register
+    assert expected_conflicts(_conflict_catalog(), _manifest(**entries)) == {}

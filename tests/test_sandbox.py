@@ -335,6 +335,7 @@ def test_marriage_partners_exist_in_household_register(built, catalog):
     people = {r["resident_id"]: r for r in read_rows(out, catalog, catalog.resource("RK-GA-0001"))}
     entry = manifest["resources"]["RK-MZ-0001"]
     bad = _defective_keys(entry) | {tuple(d["key"].values()) for d in entry["defects"] if d["kind"] == "orphan_ref"}
+    bad |= {tuple(c["key"].values()) for c in entry["conflicts"]}  # seeded disagreements on a name
     assert sum(d["kind"] == "orphan_ref" for d in entry["defects"]) == entry["checks"]["exists:male_id"] >= 1
     checked = 0
     for row in read_rows(out, catalog, catalog.resource("RK-MZ-0001")):
@@ -363,13 +364,72 @@ def test_people_referenced_exist_in_household_register(built, catalog, code, fie
             assert all(row[f] in people for f in fields if row[f]), (code, fields)
 
 
-def test_companies_referenced_exist_in_business_register(built, catalog):
+@pytest.mark.parametrize("code", ["FR-SC-0002", "FR-FG-0001"])
+def test_companies_referenced_exist_in_business_register(built, catalog, code):
     out, manifest = built
-    companies = {r["uscc"] for r in read_rows(out, catalog, catalog.resource("FR-SC-0001"))}
-    bad = _defective_keys(manifest["resources"]["FR-SC-0002"])
-    for row in read_rows(out, catalog, catalog.resource("FR-SC-0002")):
-        if (row["licence_no"],) not in bad:
-            assert row["uscc"] in companies
+    registry = manifest["resources"]["FR-SC-0001"]
+    damaged = {d["key"]["uscc"] for d in registry["defects"] if d["severity"] == "blocking"}
+    companies = {r["uscc"] for r in read_rows(out, catalog, catalog.resource("FR-SC-0001"))} - damaged
+    res = catalog.resource(code)
+    bad = _defective_keys(manifest["resources"][code])
+    rows = [r for r in read_rows(out, catalog, res) if tuple(r[k] for k in res.primary_key) not in bad]
+    assert rows
+    assert all(row["uscc"] in companies for row in rows), code
+
+
+def test_credit_records_follow_the_registry(built, catalog):
+    """The credit platform's records: licences, penalties and red / black lists of registered
+    companies under the registry's name and representative (bar the seeded conflicts); a
+    revoked company carries the revocation penalty and sits on the black list."""
+    out, manifest = built
+    registry = {r["uscc"]: r for r in read_rows(out, catalog, catalog.resource("FR-SC-0001"))}
+    entry = manifest["resources"]["FR-FG-0001"]
+    bad = _defective_keys(entry)
+    seeded = {(c["key"]["decision_no"], c["field"]) for c in entry["conflicts"]}
+    rows = [r for r in read_rows(out, catalog, catalog.resource("FR-FG-0001")) if (r["decision_no"],) not in bad]
+    assert Counter(r["record_type"] for r in rows).keys() == {"行政许可", "行政处罚", "红名单", "黑名单"}
+    for r in rows:
+        company = registry[r["uscc"]]
+        for field, reg_field in (("entity_name", "name"), ("legal_rep_name", "legal_rep_name")):
+            assert (r[field] == company[reg_field]) != ((r["decision_no"], field) in seeded), (r["decision_no"], field)
+    revoked = {u for u, c in registry.items() if c["status"] == "吊销"} - {tuple(d["key"].values())[0] for d in
+                                                                         manifest["resources"]["FR-SC-0001"]["defects"]}
+    black = {r["uscc"] for r in read_rows(out, catalog, catalog.resource("FR-FG-0001")) if r["record_type"] == "黑名单"}
+    assert revoked and revoked <= black
+    inactive = {u for u, c in registry.items() if c["status"] in ("注销", "迁出")}
+    assert not inactive & {r["uscc"] for r in rows}
+
+
+def test_seeded_conflicts_load_and_disagree_with_the_register(built, catalog):
+    """Each seeded disagreement sits on a row without defects, changes one attribute of one
+    subject, and the authoritative register still holds the value it replaced."""
+    from sandbox.build import CONFLICTS
+
+    out, manifest = built
+    people = {r["resident_id"]: r for r in read_rows(out, catalog, catalog.resource("RK-GA-0001"))}
+    companies = {r["uscc"]: r for r in read_rows(out, catalog, catalog.resource("FR-SC-0001"))}
+    register_field = {("population", "name"): "name", ("population", "birth_date"): "birth_date",
+                      ("population", "address"): "address", ("legal_entity", "name"): "name",
+                      ("legal_entity", "legal_rep_name"): "legal_rep_name", ("legal_entity", "address"): "address"}
+    seen = Counter()
+    for code in CONFLICTS:
+        res = catalog.resource(code)
+        entry = manifest["resources"][code]
+        by_key = {tuple(r[k] for k in res.primary_key): r for r in read_rows(out, catalog, res)}
+        assert not {tuple(c["key"].values()) for c in entry["conflicts"]} & _defective_keys(entry), code
+        for c in entry["conflicts"]:
+            row = by_key[tuple(c["key"].values())]
+            register = people if c["library"] == "population" else companies
+            held = register[c["subject"]][register_field[(c["library"], c["attribute"])]]
+            if c["attribute"] == "birth_date":
+                row_value, held = parse_date(row[c["field"]]).isoformat(), parse_date(held).isoformat()
+            else:
+                row_value = row[c["field"]]
+            assert row_value == c["value"] != c["was"] == held, (code, c["field"])
+            seen[(code, c["library"], c["attribute"])] += 1
+        subjects = [(c["attribute"], c["subject"]) for c in entry["conflicts"]]
+        assert len(subjects) == len(set(subjects)), code  # one disagreement per subject and attribute
+    assert seen == Counter({(code, lib, attr): n for code, plan in CONFLICTS.items() for lib, attr, _, _, n in plan})
 
 
 def test_planned_resource_has_an_empty_table(built):

@@ -31,7 +31,8 @@ def source_catalog() -> Catalog:
 def test_sql_systems_on_mariadb_and_postgres(tmp_path, mariadb_url, pg_url):
     catalog = source_catalog()
     urls = {"sandbox_psb_huji": mariadb_url, "sandbox_mca_marriage": mariadb_url,
-            "sandbox_hrss_sis": pg_url, "sandbox_nhc_nis": pg_url, "sandbox_tax_etax": pg_url}
+            "sandbox_hrss_sis": pg_url, "sandbox_nhc_nis": pg_url, "sandbox_tax_etax": pg_url,
+            "sandbox_drc_credit": mariadb_url}
     manifest = build_sandbox(catalog, tmp_path / "sb", scale=0.5, sql_urls=urls)
     conns = json.loads((tmp_path / "sb" / "connections.json").read_text("utf-8"))
     assert conns["sandbox_psb_huji"]["conn_type"] == "mysql"
@@ -64,7 +65,7 @@ def test_sql_systems_on_mariadb_and_postgres(tmp_path, mariadb_url, pg_url):
         date_col = next(f.source_name for f in res.fields if f.type == "date")
         assert all(r[date_col] is None or isinstance(r[date_col], str) for r in rows)
         checked += 1
-    assert checked == 6  # household, identity card, marriage, insurance, employment, nurses
+    assert checked == 7  # household, identity card, marriage, insurance, employment, nurses, credit records
 
 
 def test_rebuild_replaces_server_tables(tmp_path, pg_url):

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from tests.warehouse_fixtures import D1, D2, D3, day, demo_catalog, load, rows
+from tests.warehouse_fixtures import D1, D2, D3, D4, day, demo_catalog, load, rows
 from warehouse.history import asof, checksums, lineage
 from warehouse.models import base_models, build_base_libraries
 
@@ -125,6 +125,43 @@ def test_legal_entity_credit_and_licences(warehouse_engine):
     assert lic[("学历学位证书", "D2")] == "有效"
 
 
+def credit(no, uscc, kind, on, until, name="杭州某某科技有限公司", content=None):
+    return {"decision_no": no, "uscc": uscc, "entity_name": name, "legal_rep_name": "张三", "record_type": kind,
+            "content": content, "authority": "杭州市市场监督管理局", "authority_division": "330100",
+            "decision_date": on, "valid_until": until, "updated_at": "2026-11-19 08:00:00"}
+
+
+CO3 = "91330100MA2ZZZZZ3C"  # known to the credit platform only
+
+
+def test_credit_platform_records_feed_credit_legal_entity_and_licences(warehouse_engine):
+    load_world(warehouse_engine)
+    load(warehouse_engine, res("public_credit_record"), D3, [
+        credit("许1", CO, "行政许可", "2025-01-02", "2030-01-01", content="准予食品经营许可"),
+        credit("许0", CO, "行政许可", "2015-01-02", "2020-01-01", content="准予食品经营许可"),  # expired
+        credit("罚1", CO, "行政处罚", "2026-03-01", "2027-03-01"),
+        credit("罚0", CO, "行政处罚", "2020-03-01", "2021-03-01"),  # publicity ended
+        credit("黑1", CO2, "黑名单", "2025-06-01", "2028-06-01", name="杭州某某贸易有限公司"),
+        credit("红1", CO3, "红名单", "2026-04-01", "2027-12-31", name="杭州某某网络有限公司")])
+    build_base_libraries(warehouse_engine, demo_catalog(), D3)
+    c = by_id(warehouse_engine, "base.credit", "subject_id")
+    assert (c[CO]["credit_records"], c[CO]["licences_in_force"], c[CO]["penalties_in_force"], c[CO]["black_list"],
+            c[CO]["negative_records"], c[CO]["credit_level"]) == (4, 1, 1, 0, 1, "关注")
+    assert (c[CO]["credit_records_src"], day(c[CO]["credit_records_src_at"]), c[CO]["subject_name_src"]) == (
+        "FR-FG-0001", "2026-11-22", "FR-SC-0001")
+    assert (c[CO2]["black_list"], c[CO2]["negative_records"], c[CO2]["credit_level"]) == (1, 2, "失信")  # + revoked
+    assert (c[CO3]["subject_name"], c[CO3]["subject_name_src"], c[CO3]["registration_status"],
+            c[CO3]["credit_level"]) == ("杭州某某网络有限公司", "FR-FG-0001", None, "守信")
+    le = by_id(warehouse_engine, "base.legal_entity", "uscc")
+    assert CO3 not in le  # one row per registered entity
+    assert (le[CO]["credit_level"], le[CO]["penalties_in_force"], le[CO]["credit_src"], day(le[CO]["credit_src_at"]),
+            day(le[CO]["last_credit_decision_date"])) == ("关注", 1, "FR-FG-0001", "2026-11-22", "2026-03-01")
+    assert (le[CO2]["credit_level"], le[CO2]["black_list"]) == ("失信", 1)
+    lic = {r[0]: r[1:] for r in rows(warehouse_engine, "SELECT licence_no, licence_type, holder_id, status, "
+                                                       "licence_src FROM base.licence WHERE licence_no LIKE '许%'")}
+    assert lic == {"许1": ("食品经营许可", CO, "有效", "FR-FG-0001"), "许0": ("食品经营许可", CO, "过期", "FR-FG-0001")}
+
+
 def test_models_run_in_dependency_order():
     order = [m.target for m in base_models()]
     assert order.index("base.credit") < order.index("base.legal_entity")
@@ -156,8 +193,14 @@ def test_conflicts_are_attributed_to_the_authoritative_source(warehouse_engine):
 
 def test_catalog_declared_authority_wins(warehouse_engine):
     cat = demo_catalog()
+    assert cat.authority("population.birth_date").code == "RK-GA-0001"  # the demo catalog declares the register
+    # the catalog moves birth dates to the identity card (one authority per attribute)
     card = res("identity_card").model_copy(update={"authoritative_for": ("population.birth_date",)})
-    cat = cat.model_copy(update={"resources": tuple(card if r.code == card.code else r for r in cat.resources)})
+    register = res("household_register")
+    register = register.model_copy(update={"authoritative_for": tuple(
+        a for a in register.authoritative_for if a != "population.birth_date")})
+    moved = {card.code: card, register.code: register}
+    cat = cat.model_copy(update={"resources": tuple(moved.get(r.code, r) for r in cat.resources)})
     assert cat.authority("population.birth_date").code == "RK-GA-0002"
     load_world(warehouse_engine, p2_idc_birth="1992-12-02")
     build_base_libraries(warehouse_engine, cat, D1)
@@ -208,6 +251,119 @@ def test_incremental_build_equals_full_build(warehouse_engine):
     again = build_base_libraries(warehouse_engine, cat, D2)
     assert {b["target"]: b["scope_keys"] for b in again["builds"]}["base.population"] == 0
     assert base_state(warehouse_engine) == incremental
+
+
+def population_state(engine):
+    return base_state(engine)["base.population"]
+
+
+def test_incremental_build_plans_probes_for_few_subjects_and_falls_back(warehouse_engine, monkeypatch):
+    """On PostgreSQL a scoped build of few subjects plans index probes only (enable_seqscan
+    off, for its transaction only); with many subjects, or when it turns into a full build,
+    the server's defaults. Every variant gives the full build's result (SQLite: no settings)."""
+    from warehouse import models as models_module
+
+    pg = warehouse_engine.dialect.name == "postgresql"
+    seen = []
+    monkeypatch.setitem(models_module.HOOKS, "built", lambda conn: seen.append(
+        conn.exec_driver_sql("SHOW enable_seqscan").scalar() if pg else None))
+    cat = demo_catalog()
+    load_world(warehouse_engine)
+    build_base_libraries(warehouse_engine, cat, D1, only=["base.population"])
+
+    def step(interval, name):
+        seen.clear()
+        load(warehouse_engine, res("household_register"), interval, [hr(P1, name)])
+        out = build_base_libraries(warehouse_engine, cat, interval, only=["base.population"])["builds"][0]
+        got = population_state(warehouse_engine)
+        build_base_libraries(warehouse_engine, cat, interval, full=True, only=["base.population"])
+        assert population_state(warehouse_engine) == got
+        assert by_id(warehouse_engine, "base.population", "resident_id")[P1]["name"] == name
+        return out["mode"], out["scope_keys"], seen[0]
+
+    assert step(D2, "张三丰") == ("incremental", 1, "off" if pg else None)
+    monkeypatch.setattr(models_module, "INCREMENTAL_MIN_KEYS", 0)
+    monkeypatch.setattr(models_module, "INCREMENTAL_MAX_SHARE", 1.0)  # 1 of 3 subjects: still incremental
+    monkeypatch.setattr(models_module, "PROBE_MAX_SHARE", 0.0)
+    assert step(D3, "张三") == ("incremental", 1, "on" if pg else None)
+    monkeypatch.setattr(models_module, "INCREMENTAL_MAX_SHARE", 0.0)
+    assert step(D4, "张三丰") == ("full", 1, "on" if pg else None)
+    if pg:  # SET LOCAL: nothing leaks into the pooled connection
+        with warehouse_engine.connect() as c:
+            assert c.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
+
+
+def test_failed_incremental_build_keeps_the_library_and_its_pending_loads(warehouse_engine, monkeypatch):
+    from warehouse import models as models_module
+
+    cat = demo_catalog()
+    load_world(warehouse_engine)
+    build_base_libraries(warehouse_engine, cat, D1)
+    load(warehouse_engine, res("household_register"), D2, [hr(P1, "张三丰")])
+    before = checksums(warehouse_engine, areas=("base", "meta"))
+
+    def boom(conn):
+        raise RuntimeError("killed half way through the build")
+    monkeypatch.setitem(models_module.HOOKS, "built", boom)
+    with pytest.raises(RuntimeError):
+        build_base_libraries(warehouse_engine, cat, D2, only=["base.population"])
+    assert checksums(warehouse_engine, areas=("base", "meta")) == before
+    monkeypatch.delitem(models_module.HOOKS, "built")
+    out = build_base_libraries(warehouse_engine, cat, D2, only=["base.population"])["builds"][0]
+    assert (out["mode"], out["scope_keys"]) == ("incremental", 1)  # the load is still pending
+    assert by_id(warehouse_engine, "base.population", "resident_id")[P1]["name"] == "张三丰"
+
+
+def test_parallel_incremental_build_equals_full_and_leaves_nothing_behind(warehouse_engine, monkeypatch):
+    """PostgreSQL: many subjects are computed by parallel connections into unlogged tables
+    while the build deletes; same result as a full build, the tables dropped after the
+    build's transaction, also when it fails."""
+    if warehouse_engine.dialect.name != "postgresql":
+        pytest.skip("parallel incremental builds are PostgreSQL's")
+    from warehouse import models as models_module
+
+    cat = demo_catalog()
+    monkeypatch.setattr(models_module, "PARALLEL_MIN_KEYS", 0)
+    monkeypatch.setattr(models_module, "BUILD_PARALLEL", 2)
+    leftovers = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'base' AND tablename LIKE '%scope_rows%'"
+    load_world(warehouse_engine, p2_idc_birth="1992-12-02")
+    build_base_libraries(warehouse_engine, cat, D1, only=["base.population"])
+    load(warehouse_engine, res("household_register"), D2, [hr(P1, "张三丰"), hr(P2, "李四", "1992-02-03", gender="女")])
+    before = checksums(warehouse_engine, areas=("base", "meta"))
+
+    def boom(conn):
+        raise RuntimeError("killed half way through the build")
+    monkeypatch.setitem(models_module.HOOKS, "built", boom)
+    with pytest.raises(RuntimeError):
+        build_base_libraries(warehouse_engine, cat, D2, only=["base.population"])
+    assert checksums(warehouse_engine, areas=("base", "meta")) == before
+    assert rows(warehouse_engine, leftovers) == [(0,)]
+    monkeypatch.delitem(models_module.HOOKS, "built")
+    out = build_base_libraries(warehouse_engine, cat, D2, only=["base.population"])["builds"][0]
+    assert (out["mode"], out["scope_keys"], out["rows"]) == ("incremental", 2, 3)
+    assert rows(warehouse_engine, leftovers) == [(0,)]
+    incremental = population_state(warehouse_engine)
+    pop = by_id(warehouse_engine, "base.population", "resident_id")
+    assert (pop[P1]["name"], day(pop[P2]["birth_date"])) == ("张三丰", "1992-02-03")
+    build_base_libraries(warehouse_engine, cat, D2, full=True, only=["base.population"])
+    assert population_state(warehouse_engine) == incremental
+
+
+def test_full_builds_leave_key_statistics_for_the_next_incremental_one(warehouse_engine, monkeypatch):
+    """PostgreSQL: a CREATE TABLE AS has no statistics; without them the next incremental
+    build's DELETE would scan the whole table. Serial and parallel full builds analyze the key."""
+    if warehouse_engine.dialect.name != "postgresql":
+        pytest.skip("planner statistics are PostgreSQL's")
+    from warehouse import models as models_module
+
+    load_world(warehouse_engine)
+    key_stats = ("SELECT n_distinct FROM pg_stats WHERE schemaname = 'base' AND tablename = 'population' "
+                 "AND attname = 'resident_id'")
+    for parallel in (1, 2):
+        monkeypatch.setattr(models_module, "BUILD_PARALLEL", parallel)
+        monkeypatch.setattr(models_module, "PARALLEL_MIN_ROWS", 0)
+        build_base_libraries(warehouse_engine, demo_catalog(), D1, full=True, only=["base.population"])
+        assert rows(warehouse_engine, key_stats) == [(-1.0,)]  # every key distinct
 
 
 def test_rebuild_of_the_same_interval_is_identical(warehouse_engine):

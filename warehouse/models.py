@@ -63,9 +63,17 @@ _HEADER = re.compile(r"^--\s*(target|key|sources|library|attributes|authority|in
 _SOURCE = re.compile(r"\s*([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)\s*(?:\(([^)]*)\))?\s*(?:,|$)")
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,40}$")
 SCOPE = "_scope_keys"
+SCOPE_ROWS = "_scope_rows"  # an incremental build's new rows, before they replace the old ones
 CONFLICTS = "quality.conflicts"
 # Above this share of the target's rows an incremental build costs more than a full one.
 INCREMENTAL_MAX_SHARE = 0.25
+# ... and up to this many subjects it is incremental (and probes, below) whatever the shares.
+INCREMENTAL_MIN_KEYS = 1000
+# Up to this share of the subjects (rows of the model's first source) an incremental build
+# on PostgreSQL probes indexes only (``_pg_probe``); above it the planner may scan. At 5M
+# residents probing 1% beat scanning by 2-3x on the 1.2-1.5M-row sources; scanning a source
+# costs about as much as probing 2-5% of its keys.
+PROBE_MAX_SHARE = 0.02
 # PostgreSQL work_mem of a build transaction (one sort / hash may use this much).
 BUILD_WORK_MEM = os.environ.get("DATARAIL_BUILD_WORK_MEM", "1GB")
 if not re.match(r"^\d+\s*(kB|MB|GB)$", BUILD_WORK_MEM):
@@ -74,6 +82,9 @@ if not re.match(r"^\d+\s*(kB|MB|GB)$", BUILD_WORK_MEM):
 # side (one connection each); 1 turns it off. Below PARALLEL_MIN_ROWS source rows: one CTAS.
 BUILD_PARALLEL = int(os.environ.get("DATARAIL_BUILD_PARALLEL", str(min(4, os.cpu_count() or 1))))
 PARALLEL_MIN_ROWS = 200_000
+# PostgreSQL incremental builds of at least this many subjects compute the new rows in
+# BUILD_PARALLEL connections at once while the build's own deletes the old ones.
+PARALLEL_MIN_KEYS = 20_000
 # Fault-injection points for the atomicity tests (name -> callable(conn)); never set in production.
 HOOKS: dict = {}
 
@@ -332,34 +343,36 @@ def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: li
     (history), for every source column declared to hold the subject."""
     first_key = next(s for s in model.sources if s.keys)
     key_type = TYPES[catalog.resource_by_table(first_key.table).field(first_key.keys[0]).type]()
-    md = sa.MetaData()
-    raw = sa.Table("_scope_raw", md, sa.Column("key", key_type), prefixes=["TEMPORARY"])
-    scope = sa.Table(SCOPE, md, sa.Column("key", key_type, primary_key=True), prefixes=["TEMPORARY"])
-    for t in (raw, scope):
-        t.drop(conn, checkfirst=True)
-        t.create(conn)
+    scope = sa.Table(SCOPE, sa.MetaData(), sa.Column("key", key_type, primary_key=True), prefixes=["TEMPORARY"])
+    scope.drop(conn, checkfirst=True)
+    scope.create(conn)
     q = conn.dialect.identifier_preparer.quote
     since: dict[str, datetime] = {}
     for ld in pending:
         since[ld["resource"]] = min(since.get(ld["resource"], ld["loaded_at"]), ld["loaded_at"])
+    # One statement, deduplicated by UNION; each branch reads a change-capture index
+    # (ods ``_loaded_at``, history ``_closed_at``), so its cost follows the change, not the table.
+    branches, params = [], {}
     for s in model.sources:
         res = catalog.resource_by_table(s.table)
         if res.code not in since:
             continue
+        params[f"since_{len(params)}"] = since[res.code]
         for col in s.keys:
             for tbl, ts in ((res.table, "_loaded_at"), (res.table + "_history", "_closed_at")):
-                conn.execute(_typed(f"INSERT INTO _scope_raw (key) SELECT {q(col)} FROM ods.{q(tbl)} "
-                                    f"WHERE {ts} >= :since AND {q(col)} IS NOT NULL"),
-                             {"since": since[res.code]})
-    conn.execute(sa.text(f"INSERT INTO {SCOPE} (key) SELECT DISTINCT key FROM _scope_raw"))
-    raw.drop(conn)
+                branches.append(f"SELECT {q(col)} FROM ods.{q(tbl)} WHERE {ts} >= :since_{len(params) - 1} "
+                                f"AND {q(col)} IS NOT NULL")
+    if branches:
+        stmt = sa.text(f"INSERT INTO {SCOPE} (key) " + " UNION ".join(branches)).bindparams(
+            *[sa.bindparam(n, type_=sa.DateTime()) for n in params])
+        conn.execute(stmt, params)
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {SCOPE}")  # DIALECT: fresh stats for the temp table
     return conn.execute(sa.text(f"SELECT COUNT(*) FROM {SCOPE}")).scalar_one()
 
 
 def _build_table(conn: sa.Connection, model: Model, sql: str, params: dict, mode: str,
-                 previous_rows: int = 0) -> int:
+                 previous_rows: int = 0, scope: int = 0, cleanup: list[str] | None = None) -> int:
     q = conn.dialect.identifier_preparer.quote
     target = f"{model.schema}.{q(model.table)}"
     # DIALECT: a table built in parallel partitions (PostgreSQL) goes with its partitions.
@@ -375,14 +388,72 @@ def _build_table(conn: sa.Connection, model: Model, sql: str, params: dict, mode
         if model.key:
             t = sa.Table(model.table, sa.MetaData(), sa.Column(model.key), schema=model.schema)
             sa.Index(f"ix_{model.table}__{model.key}"[:63], t.c[model.key]).create(conn)
+            _pg_analyze_key(conn, target, model.key)
         if created is not None and created >= 0:  # PostgreSQL reports it; SQLite does not
             return created
         return conn.execute(sa.text(f"SELECT COUNT(*) FROM {target}")).scalar_one()
-    deleted = conn.execute(sa.text(
-        f"DELETE FROM {target} WHERE {q(model.key)} IN (SELECT key FROM {SCOPE})")).rowcount
-    inserted = conn.execute(_typed(f"INSERT INTO {target} {sql}"), params).rowcount
+    delete = sa.text(f"DELETE FROM {target} WHERE {q(model.key)} IN (SELECT key FROM {SCOPE})")
+    parts = BUILD_PARALLEL if conn.dialect.name == "postgresql" else 1
+    if parts > 1 and scope >= PARALLEL_MIN_KEYS and cleanup is not None:
+        return previous_rows + _replace_in_parallel(conn, model, sql, params, parts, delete, cleanup)
+    # The subjects' new rows first, into a temporary table, then delete + insert: reading the
+    # sources while no page of the target is dirty yet. The other order had every source read
+    # evict the DELETE's dirty pages (writes, WAL flushes): at 5M residents / 50k subjects the
+    # scoped SELECT took 7-11 s that way against 5-6 s alone (loaded machine).
+    conn.execute(sa.text(f"DROP TABLE IF EXISTS {SCOPE_ROWS}"))
+    conn.execute(_typed(f"CREATE TEMPORARY TABLE {SCOPE_ROWS} AS {sql}"), params)
+    deleted = conn.execute(delete).rowcount
+    # in key order: the target's index takes the new entries leaf after leaf
+    inserted = conn.execute(sa.text(
+        f"INSERT INTO {target} SELECT * FROM {SCOPE_ROWS} ORDER BY {q(model.key)}")).rowcount
+    conn.execute(sa.text(f"DROP TABLE {SCOPE_ROWS}"))
     # Counting millions of rows again would cost more than the rebuild of a few subjects.
     return previous_rows - deleted + inserted
+
+
+def _replace_in_parallel(conn: sa.Connection, model: Model, sql: str, params: dict, parts: int,
+                         delete: sa.TextClause, cleanup: list[str]) -> int:
+    """DIALECT (PostgreSQL): an incremental build of many subjects. ``parts`` other
+    connections each compute the new rows of a slice of the scope (its keys passed as an
+    array) into an unlogged table ``base._scope_rows_<token>_<k>``, while the build's own
+    connection deletes the old rows; then, in the build's transaction, the new rows go in.
+    The tables are named in ``cleanup``: :func:`build_model` drops them after its transaction
+    (dropping them inside it would be undone by a rollback; from another connection before
+    its end, it would wait on the build's own locks). Only the build's transaction touches
+    the live table, so a failure anywhere leaves it as it was. The parts read
+    the sources in their own transactions, as the statements of a READ COMMITTED build
+    would: a load committed meanwhile stays pending for the next build. Returns
+    inserted - deleted."""
+    q = conn.dialect.identifier_preparer.quote
+    engine = conn.engine
+    keys = conn.execute(sa.text(f"SELECT key FROM {SCOPE} ORDER BY key")).scalars().all()
+    seqscan = conn.exec_driver_sql("SHOW enable_seqscan").scalar()  # the build's choice (_pg_probe)
+    token = uuid.uuid4().hex[:8]
+    names = [f"base.{q(f'_scope_rows_{model.table}_{token}_{k}')}" for k in range(parts)]
+
+    def fill(k: int) -> None:
+        with transaction(engine) as part:
+            _pg_settings(part)
+            _pg_probe(part, seqscan == "off")
+            part.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            # contiguous key ranges: each part probes its own stretch of every index
+            part.execute(sa.text(f"CREATE TEMPORARY TABLE {SCOPE} ON COMMIT DROP AS SELECT unnest(:keys) AS key"),
+                         {"keys": keys[k * len(keys) // parts:(k + 1) * len(keys) // parts]})
+            part.exec_driver_sql(f"ALTER TABLE {SCOPE} ADD PRIMARY KEY (key)")
+            part.exec_driver_sql(f"ANALYZE {SCOPE}")
+            part.execute(_typed(f"CREATE UNLOGGED TABLE {names[k]} AS {sql}"), params)
+
+    cleanup.extend(names)  # dropped once the build's transaction is over, whatever its outcome
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        futures = [pool.submit(fill, k) for k in range(parts)]
+        deleted = conn.execute(delete).rowcount  # meanwhile, on the build's connection
+        for f in futures:
+            f.result()
+    union = " UNION ALL ".join(f"SELECT * FROM {n}" for n in names)
+    inserted = conn.execute(sa.text(
+        f"INSERT INTO {model.schema}.{q(model.table)} SELECT * FROM ({union}) AS n "
+        f"ORDER BY {q(model.key)}")).rowcount
+    return inserted - deleted
 
 
 def _authorities(model: Model, catalog: Catalog) -> dict[str, list[str]]:
@@ -443,7 +514,8 @@ def _build_conflicts(conn: sa.Connection, model: Model, catalog: Catalog, obs: s
         f"AND n.authority_value = c.authority_value)"), lib)
     # Every conflict still in the table holds as of this build (an incremental build leaves
     # untouched subjects as they were, which is their state now).
-    conn.execute(sa.text(f"UPDATE {CONFLICTS} SET last_interval = :k WHERE library = :library"), lib)
+    conn.execute(sa.text(f"UPDATE {CONFLICTS} SET last_interval = :k WHERE library = :library "
+                         f"AND last_interval <> :k"), lib)
     conn.execute(sa.text(
         f"INSERT INTO {CONFLICTS} (library, subject_id, attribute, other_resource, other_value, resource, unit, "
         f"authority_value, first_interval, last_interval) SELECT n.library, n.subject_id, n.attribute, "
@@ -518,6 +590,43 @@ def _pg_settings(conn: sa.Connection) -> None:
     conn.exec_driver_sql("SET LOCAL jit = off")
 
 
+def _pg_analyze_key(conn: sa.Connection, target: str, key: str) -> None:
+    """DIALECT (PostgreSQL): statistics of the key column of a freshly built table (a
+    CREATE TABLE AS has none). Without them the planner takes ``key IN (SELECT key FROM
+    _scope_keys)`` to match every row and the next incremental build's DELETE scans the
+    whole table (5,000,000 residents: 5-9 s instead of 0.6 s). Only the key column, from
+    a small sample (3,000 rows: enough to see it is unique): about 0.2 s at 5M rows, where
+    a default ANALYZE of every column read 30,000 rows per partition for seconds. The
+    other columns are left to autovacuum."""
+    if conn.dialect.name != "postgresql":
+        return
+    q = conn.dialect.identifier_preparer.quote
+    conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
+    conn.execute(sa.text(f"ANALYZE {target} ({q(key)})"))
+    conn.exec_driver_sql("SET LOCAL default_statistics_target TO DEFAULT")
+
+
+def _pg_probe(conn: sa.Connection, on: bool) -> None:
+    """DIALECT (PostgreSQL): ``on``: index probes instead of sequential scans for the rest of
+    this transaction; ``off``: the server's default again. A scoped build reads a few
+    subjects and every source column holding the subject is indexed (:func:`ensure_sources`),
+    but the default cost model, with the data in memory, rates scanning and hashing a whole
+    table below probing it: at 5,000,000 residents and 50,000 subjects it scanned the
+    marriage register (1.2M rows, twice) and the housing-fund accounts (1.5M) for ~1 s each
+    where probes took ~0.4 s (EXPLAIN ANALYZE: bench/README.md). Scans stay possible where
+    no index fits (the planner only penalises them)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off" if on else "SET LOCAL enable_seqscan TO DEFAULT")
+
+
+def _subjects(conn: sa.Connection, model: Model, catalog: Catalog) -> float:
+    """DIALECT (PostgreSQL): about how many subjects the model has: the planner's row count
+    of its first source (0 when never analyzed)."""
+    first = catalog.resource_by_table(model.sources[0].table).table
+    return max(conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                            {"t": f"ods.{first}"}).scalar() or 0, 0)
+
+
 def _parallel_parts(engine: sa.Engine, catalog: Catalog, model: Model, full: bool) -> tuple[int, list[dict]] | None:
     """(parts, loads) when this build should be a parallel full build, else None: PostgreSQL,
     a table model whose every source is keyed (so ``in_scope`` can slice it), a full build,
@@ -567,6 +676,8 @@ def _build_parts(engine: sa.Engine, catalog: Catalog, model: Model, params: dict
     try:
         with ThreadPoolExecutor(max_workers=parts) as pool:
             rows = sum(pool.map(fill, range(parts)))
+        with transaction(engine) as conn:  # before the swap: its locks are held for less
+            _pg_analyze_key(conn, nxt, model.key)
     except BaseException:
         with transaction(engine) as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {nxt} CASCADE"))
@@ -602,42 +713,55 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
     if parallel:
         parts, loads = parallel
         prepared = _build_parts(engine, catalog, model, params, parts)
-    with transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            _pg_settings(conn)
-        if prepared:
-            mode, reason = "full", f"requested, {parts} partitions in parallel" if full else f"{parts} partitions"
-        else:
-            mode, loads, reason = _plan(conn, model, catalog, full)
-        scope = None
-        last_rows = 0
-        if mode == "incremental":
-            last_rows = conn.execute(sa.text(
-                "SELECT row_count FROM meta.builds WHERE target = :t ORDER BY finished_at DESC LIMIT 1"),
-                {"t": model.ident}).scalar() or 0
-            scope = _fill_scope(conn, model, catalog, loads)
-            # (a conflict table's size says nothing about its subjects: no switch there)
-            if not model.is_conflicts and scope > max(1000, INCREMENTAL_MAX_SHARE * last_rows):
-                mode, reason = "full", f"{scope} subjects changed: cheaper to rebuild"
-                loads = _loads_of(conn, _source_codes(model, catalog))
-        if mode == "incremental" and conn.dialect.name == "postgresql":
-            # DIALECT: an incremental build probes indexes for its subjects: the data is in
-            # memory, unlike what the default random_page_cost assumes.
-            conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
-        if prepared:
-            _swap_parts(conn, model, parts, prepared[0])
-            rows = prepared[1]
-        else:
-            sql = Renderer(catalog, conn.dialect, scoped=mode == "incremental").render(model)
-            if model.is_conflicts:
-                rows = _build_conflicts(conn, model, catalog, sql, params, mode, interval)
+    cleanup: list[str] = []  # tables a parallel incremental build leaves for after its transaction
+    try:
+        with transaction(engine) as conn:
+            if conn.dialect.name == "postgresql":
+                _pg_settings(conn)
+            if prepared:
+                mode, reason = "full", f"requested, {parts} partitions in parallel" if full else f"{parts} partitions"
             else:
-                rows = _build_table(conn, model, sql, params, mode, last_rows)
-        hook = HOOKS.get("built")
-        if hook is not None:
-            hook(conn)
-        result = _record(conn, model, catalog, interval, mode=mode, consumed=loads, scope=scope, rows=rows,
-                         started=started, t0=t0)
+                mode, loads, reason = _plan(conn, model, catalog, full)
+            scope = None
+            last_rows = 0
+            if mode == "incremental":
+                last_rows = conn.execute(sa.text(
+                    "SELECT row_count FROM meta.builds WHERE target = :t ORDER BY finished_at DESC LIMIT 1"),
+                    {"t": model.ident}).scalar() or 0
+                _pg_probe(conn, True)  # the change capture reads the _loaded_at / _closed_at indexes
+                scope = _fill_scope(conn, model, catalog, loads)
+                # (a conflict table's size says nothing about its subjects: no switch there)
+                if not model.is_conflicts and scope > max(INCREMENTAL_MIN_KEYS, INCREMENTAL_MAX_SHARE * last_rows):
+                    mode, reason = "full", f"{scope} subjects changed: cheaper to rebuild"
+                    loads = _loads_of(conn, _source_codes(model, catalog))
+                if mode != "incremental" or (conn.dialect.name == "postgresql" and scope > max(
+                        INCREMENTAL_MIN_KEYS, PROBE_MAX_SHARE * _subjects(conn, model, catalog))):
+                    _pg_probe(conn, False)  # many subjects: scans may pay, let the planner choose
+            if mode == "incremental" and conn.dialect.name == "postgresql":
+                # DIALECT: an incremental build probes indexes for its subjects: the data is in
+                # memory, unlike what the default random_page_cost assumes.
+                conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            if prepared:
+                _swap_parts(conn, model, parts, prepared[0])
+                rows = prepared[1]
+            else:
+                sql = Renderer(catalog, conn.dialect, scoped=mode == "incremental").render(model)
+                if model.is_conflicts:
+                    rows = _build_conflicts(conn, model, catalog, sql, params, mode, interval)
+                else:
+                    rows = _build_table(conn, model, sql, params, mode, last_rows, scope or 0, cleanup)
+            hook = HOOKS.get("built")
+            if hook is not None:
+                hook(conn)
+            result = _record(conn, model, catalog, interval, mode=mode, consumed=loads, scope=scope, rows=rows,
+                             started=started, t0=t0)
+    finally:
+        if cleanup:
+            try:
+                with transaction(engine) as c:
+                    c.execute(sa.text("DROP TABLE IF EXISTS " + ", ".join(cleanup)))
+            except sa.exc.SQLAlchemyError as e:  # never hide why the build itself failed
+                log.warning("could not drop %s (%s): drop them by hand", ", ".join(cleanup), e)
     log.info("built %s (%s, %s): %d rows%s in %.2f s", model.ident, mode, reason, rows,
              f", {scope} subjects rebuilt" if scope is not None else "", result["duration_s"])
     return result

@@ -4,8 +4,11 @@
 -- Legal-entity base library (法人综合库): one row per unified social credit code from market
 -- regulation's registry, merged with its latest business licence, its insured employees
 -- (social insurance), its tax payments (the tax bureau's resource is planned: empty until it
--- delivers) and its credit standing from the public credit library (base.credit, built first).
--- Every attribute group names the resource that supplied it and when (<group>_src[_at]).
+-- delivers) and its credit records from the public credit library (base.credit, built first:
+-- the credit office's licences, penalties and red / black lists in force, and the standing
+-- they give). Every attribute group names the resource that supplied it and when
+-- (<group>_src[_at]); credit_src is the credit platform's resource when it holds records of
+-- the entity (else the standing rests on the registry alone, registration_src).
 WITH licence AS (
     SELECT uscc, licence_no, valid_until, _valid_from,
            ROW_NUMBER() OVER (PARTITION BY uscc ORDER BY issue_date DESC, licence_no DESC) AS rn
@@ -43,7 +46,14 @@ SELECT
     t.last_paid_date,
     {{ src('t', 'tax_payment', 'tax', present='t.uscc') }},
     c.credit_level,
-    c.negative_records
+    c.negative_records,
+    c.licences_in_force,
+    c.penalties_in_force,
+    c.red_list,
+    c.black_list,
+    c.last_decision_date AS last_credit_decision_date,
+    c.credit_records_src AS credit_src,
+    c.credit_records_src_at AS credit_src_at
 FROM {{ source('business_registration') }} b
 LEFT JOIN licence l ON l.uscc = b.uscc AND l.rn = 1
 LEFT JOIN employees e ON e.uscc = b.uscc

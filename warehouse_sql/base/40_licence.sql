@@ -1,11 +1,13 @@
 -- target: base.licence
 -- key: holder_id
 -- incremental: no
--- sources: identity_card(resident_id), degree_certificate(resident_id), marriage_registration(male_id, female_id), business_licence(uscc), business_registration(uscc), birth_certificate(mother_id), nurse_registration(resident_id)
+-- sources: identity_card(resident_id), degree_certificate(resident_id), marriage_registration(male_id, female_id), business_licence(uscc), business_registration(uscc), birth_certificate(mother_id), nurse_registration(resident_id), public_credit_record(uscc)
 -- Electronic licence library (电子证照库): one row per licence and holder: type, holder (a
 -- resident ID or a USCC), number, issuer, valid from / to, status on the run date (有效,
 -- 过期 expired, 注销 cancelled, 吊销 revoked, 失效 superseded: a marriage certificate after the
--- couple's divorce), and the resource that supplied it and when (licence_src[_at]).
+-- couple's divorce), and the resource that supplied it and when (licence_src[_at]). The
+-- administrative licences a company holds (食品经营许可 ...) come from the credit platform's
+-- 双公示 records (record type 行政许可; the decision number is the licence's number).
 -- Rebuilt in full: the status depends on the run date.
 WITH reg AS (
     SELECT uscc, status FROM {{ source('business_registration') }}
@@ -53,3 +55,9 @@ SELECT '护士执业证书', 'resident_id', resident_id, name, cert_no, institut
             ELSE '有效' END,
        {{ code('nurse_registration') }}, _valid_from
 FROM {{ source('nurse_registration') }}
+UNION ALL
+SELECT COALESCE(REPLACE(content, '准予', ''), '行政许可'), 'uscc', uscc, entity_name, decision_no, authority, decision_date, valid_until,
+       CASE WHEN valid_until IS NOT NULL AND valid_until < :run_date THEN '过期' ELSE '有效' END,
+       {{ code('public_credit_record') }}, _valid_from
+FROM {{ source('public_credit_record') }}
+WHERE record_type = '行政许可'
