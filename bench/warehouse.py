@@ -25,7 +25,7 @@ section between ``<!-- warehouse:start -->`` / ``<!-- warehouse:end -->`` of ``b
 Environment: ``BENCH_PG`` (default ``postgres@127.0.0.1:5432``), ``BENCH_WH_ROWS`` (5000000),
 ``BENCH_WH_DB`` (``datarail_bench_wh``: the throwaway database), ``BENCH_WH_SEED=1``: keep the generated day-1 state (ods tables, their source indexes, the
 meta records) as the database ``<BENCH_WH_DB>_seed_<rows>`` and, on the next run with the
-same setting, clone it (``CREATE DATABASE ... TEMPLATE``, a file copy: ~10-20 s instead of the
+same setting, clone it (``CREATE DATABASE ... TEMPLATE``, a file copy: ~15-30 s instead of the
 ~85 s generation); the seed carries a fingerprint of the generators, the migrations, the ods
 layout and the catalog, and is regenerated when they changed. Drop it by hand when done:
 ``psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE datarail_bench_wh_seed_5000000'``.
