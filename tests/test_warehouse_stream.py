@@ -129,3 +129,41 @@ def test_delivery_counts_rows_from_parquet_metadata_and_reads_only_catalog_colum
     assert len(d) == 9
     parts = list(d.tables(4))
     assert sum(len(p) for p in parts) == 9 and all(p.column_names == ["resident_id", "name"] for p in parts)
+
+
+def test_values_with_copy_escapes_and_nulls_round_trip_exactly(warehouse_engine):
+    # Backslashes, tabs, newlines, carriage returns, an escaped-null look-alike, an empty
+    # string and a null: what COPY's text format must escape (PostgreSQL) comes back as sent.
+    r = person_resource()
+    names = ["a\\b", "x\ty", "l1\nl2\r", "\\N", "", None, "中文\\t"]
+    table = people(len(names))
+    table = table.set_column(table.column_names.index("name"), "name", pa.array(names, pa.string()))
+    for day, rows in ((DAY1, table), (DAY2, table)):  # first load (bulk) then the merge (staged)
+        out = load(warehouse_engine, r, day, rows.to_pandas())
+        assert out["loaded"] == len(names)
+    with warehouse_engine.connect() as c:
+        got = dict(c.execute(sa.text("SELECT resident_id, name FROM ods.person")).all())
+    assert [got[k] for k in table.column("resident_id").to_pylist()] == names
+    assert out["unchanged"] == len(names)  # same text, same row hash on the second load
+
+
+def test_bulk_first_load_keeps_the_keys_and_indexes_and_a_duplicate_key_rolls_back(warehouse_engine):
+    r = person_resource()
+    dup = pa.concat_tables([people(5), people(1)])  # resident 0 twice
+    with pytest.raises(sa.exc.IntegrityError):
+        load(warehouse_engine, r, DAY1, dup.to_pandas())
+    inspector = sa.inspect(warehouse_engine)
+    assert inspector.get_pk_constraint("person", schema="ods")["constrained_columns"] == ["resident_id"]
+    indexed = {tuple(ix["column_names"]) for ix in inspector.get_indexes("person", schema="ods")}
+    assert ("_loaded_at",) in indexed
+    with warehouse_engine.connect() as c:
+        assert c.execute(sa.text("SELECT COUNT(*) FROM ods.person")).scalar() == 0
+    out = load(warehouse_engine, r, DAY1, people(5).to_pandas())
+    assert out["inserted"] == 5 and methods(warehouse_engine)[-1].endswith("-direct")
+    inspector = sa.inspect(warehouse_engine)
+    assert inspector.get_pk_constraint("person", schema="ods")["constrained_columns"] == ["resident_id"]
+    assert ("_loaded_at",) in {tuple(ix["column_names"]) for ix in inspector.get_indexes("person", schema="ods")}
+    with pytest.raises(sa.exc.IntegrityError):  # the rebuilt primary key still refuses a duplicate
+        with warehouse_engine.begin() as c:
+            c.execute(sa.text("INSERT INTO ods.person (resident_id, _row_hash, _loaded_at) "
+                              "SELECT resident_id, _row_hash, _loaded_at FROM ods.person LIMIT 1"))

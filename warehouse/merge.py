@@ -1,8 +1,9 @@
 """The set-based merge of one delivery into ``ods.<table>`` and ``ods.<table>_history``.
 
-The delivery is first put in a temporary staging table (PostgreSQL: ONE ``COPY`` of Arrow-written
-CSV streamed batch by batch; SQLite: one executemany per batch), then merged by a handful of set-based statements that read only the staging
-table, the current table and the history table. On PostgreSQL the statements are composed
+The delivery is first put in a temporary staging table (PostgreSQL: ONE ``COPY`` in the text
+format, rendered by Arrow kernels and streamed batch by batch; SQLite: one executemany per
+batch), then merged by a handful of set-based statements that read only the staging table,
+the current table and the history table. On PostgreSQL the statements are composed
 into ONE statement (data-modifying CTEs, all reading the same snapshot); on SQLite they run
 one after the other in the caller's transaction. Either way the caller's transaction makes
 the whole load atomic.
@@ -48,9 +49,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from catalog.models import Resource
@@ -254,12 +255,39 @@ def _stage_tables(conn: sa.Connection, resource: Resource, ods: sa.Table) -> tup
     return stage, keep
 
 
-class _CsvStream(io.RawIOBase):
-    """A file object for ``COPY ... FROM STDIN`` whose bytes are CSV rendered from the
-    delivery's batches by a producer thread, at most ``depth`` batches ahead: rendering (Arrow,
-    the row hash) overlaps the server's parsing, and memory stays a few batches whatever the
-    delivery's size. An error in the producer is raised from ``read`` (COPY then fails and
-    the caller's transaction rolls back)."""
+def copy_text(cols: list[pa.Array]) -> pa.Buffer:
+    """PostgreSQL ``COPY`` text format of one batch (columns of canonical text, in the table's
+    column order): fields joined by tab, rows ended by newline, ``\\N`` for null, and
+    backslash, tab, newline and carriage return escaped as COPY reads them back. Built with
+    Arrow kernels over whole columns (no per-row Python work); the returned buffer is the
+    joined column's UTF-8 data, every row in order."""
+    fields = []
+    for arr in cols:
+        arr = arr if arr.type == pa.string() else arr.cast(pa.string())
+        if pc.any(pc.match_substring_regex(arr, r"[\\\t\n\r]")).as_py():
+            for raw, escaped in _COPY_ESCAPES:
+                arr = pc.replace_substring(arr, raw, escaped)
+        fields.append(pc.fill_null(arr, _COPY_NULL))
+    lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, "\t"), pa.scalar(""), "\n")
+    _, offsets, data = lines.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    return data.slice(int(bounds[0]), int(bounds[-1] - bounds[0]))
+
+
+# Backslash first: the escapes the later replacements add must not be escaped again.
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+_COPY_NULL = "\\N"
+
+
+class _CopyStream(io.RawIOBase):
+    """A file object for ``COPY ... FROM STDIN`` whose bytes are the COPY text format rendered
+    from the delivery's batches (:func:`copy_text`) by a producer thread, at most ``depth``
+    batches ahead: rendering (Arrow, the row hash) overlaps the server's parsing, and memory
+    stays a few batches whatever the delivery's size. An error in the producer is raised
+    from ``read`` (COPY then fails and the caller's transaction rolls back).
+
+    Text rather than CSV: with every value quoted, PostgreSQL parsed the CSV of a
+    1M-row delivery in 6.0-7.9 s, the same rows as text in 5.1-5.7 s (2 cores)."""
 
     def __init__(self, names: list[str], batches: Iterable[dict[str, pa.Array]], depth: int = 1):
         super().__init__()
@@ -281,11 +309,9 @@ class _CsvStream(io.RawIOBase):
                 n = len(next(iter(cols.values())))
                 if not n:
                     continue
-                sink = pa.BufferOutputStream()  # Arrow's pool: freed memory is returned, not kept
-                pacsv.write_csv(pa.table({c: cols[c] for c in self._names}), sink,
-                                pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+                data = copy_text([cols[c] for c in self._names])
                 del cols
-                self._put((n, sink.getvalue()))
+                self._put((n, data))
             self._put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             self._put(exc)
@@ -324,17 +350,20 @@ class _CsvStream(io.RawIOBase):
         super().close()
 
 
-def _copy_csv(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]]) -> int:
-    """DIALECT (PostgreSQL): ONE ``COPY`` of the whole delivery into ``table``, as CSV written
-    by Arrow (every non-null value quoted, so an unquoted empty field is NULL), streamed batch
-    by batch (:class:`_CsvStream`). Returns the rows copied."""
+def _copy(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]], *,
+          freeze: bool = False) -> int:
+    """DIALECT (PostgreSQL): ONE ``COPY`` of the whole delivery into ``table`` in the text
+    format (:func:`copy_text`), streamed batch by batch (:class:`_CopyStream`); ``freeze``:
+    the table was created or truncated in this transaction (see :func:`_bulk_fill_pg`).
+    Returns the rows copied."""
     names = [c.name for c in table.columns]
     prep = conn.dialect.identifier_preparer
     target = f"{prep.quote_schema(table.schema)}.{prep.quote(table.name)}" if table.schema else prep.quote(table.name)
-    stream = _CsvStream(names, batches)
+    stream = _CopyStream(names, batches)
     cur = conn.connection.dbapi_connection.cursor()
     try:
-        cur.copy_expert(f"COPY {target} ({', '.join(prep.quote(n) for n in names)}) FROM STDIN WITH (FORMAT csv)",
+        cur.copy_expert(f"COPY {target} ({', '.join(prep.quote(n) for n in names)}) FROM STDIN"
+                        + (" WITH (FREEZE)" if freeze else ""),
                         io.BufferedReader(stream, buffer_size=1 << 20), size=1 << 20)
     except Exception as exc:
         if stream.error is not None:  # the rows could not be rendered: that error, not the driver's
@@ -368,7 +397,7 @@ def fill(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Ar
     """Put batches of canonical columns into ``table`` (a staging table, or the current table
     itself when it is empty); returns the method used and the rows written."""
     if conn.dialect.name == "postgresql":
-        rows = _copy_csv(conn, table, batches)
+        rows = _copy(conn, table, batches)
         return ("copy" if rows else "none"), rows
     rows = 0
     for cols in batches:
@@ -377,6 +406,42 @@ def fill(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Ar
             _insert_sqlite(conn, table, cols, booleans)
             rows += n
     return ("insert" if rows else "none"), rows
+
+
+def _bulk_fill_pg(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]]) -> tuple[str, int]:
+    """DIALECT (PostgreSQL): fill an EMPTY table with one ``COPY``, inside the caller's
+    transaction, the way a bulk load is done:
+
+    - ``TRUNCATE`` first (the table is empty: nothing is lost), so that ``COPY ... FREEZE``
+      may write the rows already frozen and visible: the first reader after the load then
+      does not rewrite every page to set hint bits, nor does the next VACUUM;
+    - the table's indexes and primary key are dropped and built again after the ``COPY``
+      (one sort each instead of a B-tree insert per row: 1M rows 5.3-5.8 s -> 4.7-4.9 s here).
+      A duplicate key fails the primary key's build, and the transaction rolls back as the
+      ``COPY`` itself would have.
+
+    Everything is transactional: a failure leaves the empty table with its indexes."""
+    name = f"{conn.dialect.identifier_preparer.quote_schema(table.schema)}.{conn.dialect.identifier_preparer.quote(table.name)}"
+    reg = {"t": name}
+    constraints = conn.execute(sa.text(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"), reg).all()
+    indexes = conn.execute(sa.text(
+        "SELECT CAST(i.indexrelid AS regclass)::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid = CAST(:t AS regclass) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"), reg).all()
+    q = conn.dialect.identifier_preparer.quote
+    conn.exec_driver_sql(f"TRUNCATE {name}")
+    for index, _ in indexes:
+        conn.exec_driver_sql(f"DROP INDEX {index}")
+    for con, _ in constraints:
+        conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {q(con)}")
+    rows = _copy(conn, table, batches, freeze=True)
+    for con, definition in constraints:
+        conn.exec_driver_sql(f"ALTER TABLE {name} ADD CONSTRAINT {q(con)} {definition}")
+    for _, definition in indexes:
+        conn.exec_driver_sql(definition)
+    return ("copy" if rows else "none"), rows
 
 
 def _is_empty(conn: sa.Connection, *tables: sa.Table) -> bool:
@@ -398,7 +463,10 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
         # First load of the resource (or after a reset): every delivered row is new, which is
         # what the merge would conclude row by row; write them straight into the current table
         # (one COPY on PostgreSQL), the same rows and metadata, half the work.
-        method, rows = fill(conn, ods, batches, booleans)
+        if conn.dialect.name == "postgresql":
+            method, rows = _bulk_fill_pg(conn, ods, batches)
+        else:
+            method, rows = fill(conn, ods, batches, booleans)
         log.info("%s: first load, %d rows written by %s in %.2f s", resource.code, rows, method,
                  time.perf_counter() - t0)
         return MergeStats(rows_in=rows, inserted=rows, updated=0, unchanged=0, late=0, deleted=0), (
