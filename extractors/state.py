@@ -229,17 +229,25 @@ class ExtractState:
                     _insert_incoming(c, rows)
                     hashed += len(rows)
             run_file(c, "extract/snapshot_store", params)
-            for r in query_file(c, "extract/snapshot_diff_counts", params):
-                counts[r["change"]] = int(r["n"])
-            if changes_path is not None:
-                schema = pa.schema([("key", pa.string()), ("change", pa.string())])
-                (stmt,) = statements(sql_path("extract/snapshot_diff").read_text(encoding="utf-8"))
-                result = c.execution_options(stream_results=True, yield_per=batch_rows).execute(sa.text(stmt), params)
-                with pq.ParquetWriter(changes_path, schema) as out:
-                    for part in result.partitions():
-                        out.write_table(pa.table({"key": [r[0] for r in part], "change": [r[1] for r in part]},
-                                                 schema=schema))
+            stored = int(query_file(c, "extract/snapshot_stored", params)[0]["n"])
+            # One pass over the diff: the changed keys are counted as they stream (and written
+            # when asked for); the unchanged ones are the rest of what was stored.
+            schema = pa.schema([("key", pa.string()), ("change", pa.string())])
+            (stmt,) = statements(sql_path("extract/snapshot_diff").read_text(encoding="utf-8"))
+            result = c.execution_options(stream_results=True, yield_per=batch_rows).execute(sa.text(stmt), params)
+            out = pq.ParquetWriter(changes_path, schema) if changes_path is not None else None
+            try:
+                for part in result.partitions():
+                    changes = [r[1] for r in part]
+                    for change in changes:
+                        counts[change] += 1
+                    if out is not None:
+                        out.write_table(pa.table({"key": [r[0] for r in part], "change": changes}, schema=schema))
+            finally:
+                if out is not None:
+                    out.close()
                 result.close()
+            counts["unchanged"] = stored - counts["inserted"] - counts["updated"]
         log.info("resource %s [%s]: snapshot diff of %d rows against %s: %d inserted, %d updated, %d deleted, "
                  "%d unchanged", resource.code, interval.key, hashed, base_key or "nothing (first snapshot)",
                  counts["inserted"], counts["updated"], counts["deleted"], counts["unchanged"])

@@ -1,6 +1,6 @@
 -- The keys that changed between the baseline interval and this one: inserted (no baseline
 -- row), updated (hash differs), deleted (in the baseline only); unchanged keys are left out
--- (snapshot_diff_counts.sql counts them). Every lookup is on the primary key of
+-- (their number is snapshot_stored.sql's count minus the inserted and updated rows). Every lookup is on the primary key of
 -- meta.snapshot_hashes (resource, interval_key, row_key): written as plain joins, not CTEs,
 -- which SQLite would scan once per row.
 -- Params: resource, interval_key, baseline (NULL: first snapshot, every key inserted).
