@@ -15,8 +15,6 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-import pandas as pd
-
 from catalog import Catalog, load_catalog
 from catalog.models import Resource
 from datarail.interval import Interval
@@ -144,6 +142,8 @@ def load(resource_code: str, start, end, extract_summary: dict, validate_summary
          run_id: str | None = None, settings: Settings | None = None) -> dict:
     """Load passed rows (streamed from the validated Parquet) and quarantine the rest,
     atomically; counts must reconcile."""
+    import pandas as pd
+
     from warehouse.load import load_delivery
     from warehouse.rows import Delivery
 
