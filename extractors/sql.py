@@ -8,7 +8,8 @@ compares them):
   runs through connectorx, whose Rust client streams the result as Arrow record batches of
   ``chunk_rows`` rows (``return_type="arrow_stream"``); each batch is rendered to staged text
   with vectorised Arrow kernels (:func:`~extractors.staging.arrow_text`) and written as one
-  Parquet row group. No per-row Python work; memory is bounded by the batch size.
+  Parquet row group. No per-row Python work; memory is bounded by the batch size. An
+  incremental run whose window counts at most ``chunk_rows`` rows reads it in one query.
 - **portable path** (every SQLAlchemy dialect; SQLite always): a server-side cursor
   (``stream_results`` + ``yield_per``: ``SSCursor`` on MariaDB, a named cursor on
   PostgreSQL) and per-value rendering.
@@ -179,17 +180,37 @@ def build_select(table: str, schema: str | None, columns: list[str], *, order_by
                                 *([key_column] if key_column else [])]))
     t = sa.table(table, *[sa.column(n) for n in names], schema=schema)
     stmt = sa.select(*[(sa.cast(t.c[n], sa.String()).label(n) if n in as_text else t.c[n]) for n in columns])
+    stmt = stmt.where(*_read_conditions(t, watermark, lower, upper, key_range, key_column))
+    return stmt.order_by(*[t.c[n] for n in order_by])
+
+
+def build_count(table: str, schema: str | None, *, watermark: str | None = None, lower: Any = None,
+                upper: Any = None, key_range: KeyRange | None = None,
+                key_column: str | None = None) -> sa.Select:
+    """``SELECT count(*)`` of the rows :func:`build_select` reads with the same arguments (same
+    conditions, same bound parameter names). On an indexed watermark column it is a range
+    count on that index; on an unindexed one, a scan of the table."""
+    names = list(dict.fromkeys([*([watermark] if watermark else []), *([key_column] if key_column else [])]))
+    t = sa.table(table, *[sa.column(n) for n in names], schema=schema)
+    return (sa.select(sa.func.count()).select_from(t)
+            .where(*_read_conditions(t, watermark, lower, upper, key_range, key_column)))
+
+
+def _read_conditions(t: sa.TableClause, watermark: str | None, lower: Any, upper: Any,
+                     key_range: KeyRange | None, key_column: str | None) -> list[sa.ColumnElement]:
+    """The watermark window and key range as bound conditions (shared by the read and its count)."""
+    conds: list[sa.ColumnElement] = []
     if watermark is not None:
         if upper is not None:
-            stmt = stmt.where(t.c[watermark] < sa.bindparam("wm_upper", upper))
+            conds.append(t.c[watermark] < sa.bindparam("wm_upper", upper))
         if lower is not None:
-            stmt = stmt.where(t.c[watermark] > sa.bindparam("wm_lower", lower))
+            conds.append(t.c[watermark] > sa.bindparam("wm_lower", lower))
     if key_range is not None and key_column is not None:
         if key_range.lo is not None:
-            stmt = stmt.where(t.c[key_column] >= sa.bindparam("key_lo", int(key_range.lo)))
+            conds.append(t.c[key_column] >= sa.bindparam("key_lo", int(key_range.lo)))
         if key_range.hi is not None:
-            stmt = stmt.where(t.c[key_column] < sa.bindparam("key_hi", int(key_range.hi)))
-    return stmt.order_by(*[t.c[n] for n in order_by])
+            conds.append(t.c[key_column] < sa.bindparam("key_hi", int(key_range.hi)))
+    return conds
 
 
 def _wrap(exc: BaseException, resource: Resource, where: str, conn: ConnInfo) -> ExtractError:
@@ -338,13 +359,32 @@ def extract_sql(resource: Resource, conn: ConnInfo, interval: Interval, out_dir:
                 ctx = _Read(resource, drift, take, extra_take, wm_pos, window, label, rejects, families)
                 if path == "connectorx":
                     dialect = c.dialect
-                    # The first page starts at the smallest key (an index lookup): without a key
-                    # bound MariaDB reads a wide watermark range through the watermark index and
-                    # sorts all of it for every page (measured: 16 s instead of 1.5 s at 1M rows).
-                    lowest = c.execute(sa.select(sa.func.min(reflected.c[pk_cols[0]]))).scalar()
+                    lowest = None
+                    single = False
+                    if window is not None and window.lower is not None:
+                        # An incremental run: a window of at most chunk_rows rows is read in one
+                        # query without LIMIT (the optimizer range-scans the watermark index and
+                        # sorts the few rows) instead of LIMIT pages on the primary key, which
+                        # MariaDB may serve by walking the whole key filtering on the watermark.
+                        counted = c.execute(build_count(table_name, schema, watermark=wm_col, lower=lower,
+                                                        upper=upper, key_range=key_range,
+                                                        key_column=key_col)).scalar_one()
+                        single = counted <= chunk_rows
+                        log.info("resource %s: window of %d rows (chunk_rows %d): %s", resource.code, counted,
+                                 chunk_rows, "one query" if single else "keyset pages")
+                    else:
+                        log.info("resource %s: no lower watermark bound: keyset pages", resource.code)
+                    if not single:
+                        # The first page starts at the smallest key (an index lookup): without a key
+                        # bound MariaDB reads a wide watermark range through the watermark index and
+                        # sorts all of it for every page (measured: 16 s instead of 1.5 s at 1M rows).
+                        lowest = c.execute(sa.select(sa.func.min(reflected.c[pk_cols[0]]))).scalar()
                     c.close()  # the fast path has its own connections; do not hold this one open
-                    _read_connectorx(conn, stmt, dialect, pk_cols, chunk_rows, writer, ctx, lowest)
+                    _read_connectorx(conn, stmt, dialect, pk_cols, chunk_rows, writer, ctx, lowest,
+                                     single=single)
                 else:
+                    # Already one query without LIMIT (a server-side cursor): MariaDB range-scans
+                    # the watermark index for a small window by itself, so no count is needed.
                     result = c.execution_options(stream_results=True, yield_per=chunk_rows).execute(stmt)
                     _read_sqlalchemy(result, writer, ctx)
                     result.close()
@@ -447,14 +487,19 @@ def _row_policy(ctx: _Read, values: list, extras: list, types: list[str], retype
 
 
 def _read_connectorx(conn: ConnInfo, stmt: sa.Select, dialect, pk_cols: list[str], chunk_rows: int,
-                     writer: StagingWriter, ctx: _Read, lowest: Any = None) -> None:
+                     writer: StagingWriter, ctx: _Read, lowest: Any = None, *, single: bool = False) -> None:
     """Keyset pages of ``chunk_rows`` rows through connectorx, the next page fetched while the
-    current one is rendered and written.
+    current one is rendered and written; with ``single``, ``stmt`` as one query.
 
     connectorx's own ``arrow_stream`` reads ahead without bound (at 5M rows its queue held
     the whole table when the consumer was slower: 726 MB), so each page is its own bounded
     query, ``WHERE (pk) > (:last) ORDER BY pk LIMIT chunk_rows``: at most two pages are in
     memory, whatever the table size. The primary-key index makes every page a range read.
+
+    ``single`` (the caller counted at most ``chunk_rows`` rows in the window): no LIMIT and no
+    key bound, so rows that entered the window after the count are read too, never lost; the
+    result is held whole, i.e. memory is bounded by the window's size at count time plus
+    what arrived since (a window ending at the interval end rarely grows).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -466,6 +511,9 @@ def _read_connectorx(conn: ConnInfo, stmt: sa.Select, dialect, pk_cols: list[str
     pk = [sel[c] for c in pk_cols]
     pk_pos = [list(sel.keys()).index(c) for c in pk_cols]
 
+    def sql_of(query: sa.Select) -> str:
+        return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
     def page_sql(last: tuple | None) -> str:
         page = stmt
         if last is None and lowest is not None:
@@ -474,10 +522,19 @@ def _read_connectorx(conn: ConnInfo, stmt: sa.Select, dialect, pk_cols: list[str
             cond = (pk[0] > sa.literal(last[0]) if len(pk) == 1
                     else sa.tuple_(*pk) > sa.tuple_(*[sa.literal(v) for v in last]))
             page = page.where(cond)
-        return str(page.limit(chunk_rows).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        return sql_of(page.limit(chunk_rows))
 
     def fetch(last: tuple | None):
         return cx.read_sql(url, page_sql(last), return_type="arrow")
+
+    if single:
+        table = cx.read_sql(url, sql_of(stmt), return_type="arrow")
+        for batch in table.to_batches():
+            if batch.num_rows:
+                _stage_batch(batch, writer, ctx)
+        del table
+        _release_memory()
+        return
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-prefetch") as pool:
         pending = pool.submit(fetch, None)
@@ -583,5 +640,5 @@ def _stage_batch(batch, writer: StagingWriter, ctx: _Read) -> None:
     writer.append_arrow(cols + extras if writer.extra_columns else cols, ctx.label)
 
 
-__all__ = ["KeyRange", "bound_for", "build_select", "connectorx_url", "engine_url", "extract_sql",
+__all__ = ["KeyRange", "bound_for", "build_count", "build_select", "connectorx_url", "engine_url", "extract_sql",
            "plan_key_ranges", "read_engine", "split_table"]
