@@ -53,7 +53,7 @@ import sqlalchemy as sa
 from catalog.models import Catalog
 from datarail.errors import WarehouseError
 from datarail.interval import Interval
-from warehouse.engine import transaction
+from warehouse.engine import compress_wal, transaction
 from warehouse.sqlfiles import SQL_ROOT, statements
 from warehouse.tables import TYPES, ensure_ods, ods_table
 
@@ -590,6 +590,7 @@ def _pg_settings(conn: sa.Connection) -> None:
     # compiling costs more than it saves here.
     conn.exec_driver_sql(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'")
     conn.exec_driver_sql("SET LOCAL jit = off")
+    compress_wal(conn)  # an incremental build deletes and rewrites rows scattered over the table
 
 
 def _pg_analyze_key(conn: sa.Connection, target: str, key: str) -> None:
