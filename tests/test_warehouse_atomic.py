@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import person_resource, tiny_catalog
-from tests.warehouse_fixtures import D1, D2, REPO, demo_catalog, load, rows
+from tests.warehouse_fixtures import D1, D2, D3, REPO, demo_catalog, load, rows
 from warehouse import load as load_module
 from warehouse import models as models_module
 from warehouse.history import checksums
@@ -135,3 +135,41 @@ def test_failed_base_build_keeps_the_previous_library(warehouse_engine, monkeypa
         build_base_libraries(warehouse_engine, cat, D2, full=True, only=["base.population"])
     assert checksums(warehouse_engine, areas=("base", "meta")) == before
     assert rows(warehouse_engine, "SELECT COUNT(*) FROM base.population") == [(0,)]
+
+
+def test_two_loads_of_one_resource_run_one_after_the_other_and_both_count(warehouse_engine, monkeypatch):
+    """A second load of the same resource waits for the first one's commit (PostgreSQL: a
+    table lock; SQLite: its single writer), so neither merges against a state the other is
+    changing: both intervals' versions end up in current + history."""
+    import threading
+
+    r = seed(warehouse_engine)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn):
+        if threading.current_thread().name == "first":
+            holding.set()
+            release.wait(30)
+    monkeypatch.setitem(load_module.HOOKS, "merged", hold)
+    results, errors = {}, []
+
+    def run(name, interval, who):
+        try:
+            results[name] = load(warehouse_engine, r, interval, [person(A, who)], quarantined=[B, C])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+    first = threading.Thread(target=run, args=("first", D2, "张三丰"), name="first")
+    first.start()
+    assert holding.wait(30)
+    second = threading.Thread(target=run, args=("second", D3, "张三强"), name="second")
+    second.start()
+    second.join(1.5)
+    assert second.is_alive(), f"the second load must wait for the first one's commit ({errors})"
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert not errors and results["first"]["updated"] == 1 and results["second"]["updated"] == 1
+    assert rows(warehouse_engine, "SELECT name FROM ods.person WHERE resident_id = :k", k=A) == [("张三强",)]
+    names = rows(warehouse_engine, "SELECT name FROM ods.person_history WHERE resident_id = :k ORDER BY _valid_from",
+                 k=A)
+    assert names == [("张三",), ("张三丰",)]

@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from catalog.models import Resource
+from warehouse.engine import compress_wal
 
 log = logging.getLogger(__name__)
 
@@ -181,20 +182,29 @@ class MergeSQL:
 
     def forward(self, snapshot: bool) -> str:
         """PostgreSQL, when no later interval is loaded (the daily case: nothing can be late):
-        the whole merge as one statement that visits each delivered key's current row ONCE.
-        The changed rows are updated in place through a self-join that still sees their
-        previous version (``prev``), which ``RETURNING`` hands to the history insert; new keys
-        are inserted. Counts: updated, inserted, moved to history (and closed, deleted)."""
-        sets = ", ".join(f"{self.q(c)} = s.{self.q(c)}" for c in self.data_cols)
-        olds = ", ".join(f"prev.{self.q(c)} AS {self.q('_prev_' + c)}" for c in self.cols)
-        prev_cols = ", ".join(self.q("_prev_" + c) for c in self.cols)
+        the whole merge as one statement that probes each delivered key's current row ONCE.
+        ``probe`` (materialized) pairs every staged row with its current version (its columns
+        as ``_prev_*`` and its ``ctid``, or nulls for a new key); the changed rows are updated
+        in place by ``ctid``, their previous versions go to history, new keys are inserted,
+        all from ``probe``. Counts: updated, inserted, moved to history (and closed, deleted).
+
+        Updating by ``ctid`` is safe because :func:`merge` holds a lock that keeps other
+        writers off the current table for the whole transaction: the version the probe saw is
+        still the current one when the update reaches it."""
+        sets = ", ".join(f"{self.q(c)} = p.{self.q(c)}" for c in self.data_cols)
+        olds = ", ".join(f"o.{self.q(c)} AS {self.q('_prev_' + c)}" for c in self.cols)
+        prev_cols = ", ".join(f"p.{self.q('_prev_' + c)}" for c in self.cols)
+        changed = f"p.{self.q('_prev__row_hash')} <> p._row_hash"
         parts = [
-            f"upd AS (UPDATE {self.ods} AS cur SET {sets} FROM {STAGE} s JOIN {self.ods} prev ON {self.on('prev', 's')} "
-            f"WHERE {self.on('cur', 's')} AND prev._row_hash <> s._row_hash RETURNING {olds})",
+            f"probe AS MATERIALIZED (SELECT {self.list('s')}, o.ctid AS _prev_ctid, {olds} "
+            f"FROM {STAGE} s LEFT JOIN {self.ods} o ON {self.on('o', 's')})",
+            f"upd AS (UPDATE {self.ods} AS cur SET {sets} FROM probe p WHERE cur.ctid = p._prev_ctid AND {changed} "
+            f"RETURNING 1)",
             f"sup AS (INSERT INTO {self.hist} ({self.hist_cols}) SELECT {prev_cols}, :vf, :run, :k, :now, 'updated' "
-            f"FROM upd WHERE {self.q('_prev__valid_from')} < :vf RETURNING 1)",
-            f"ins AS (INSERT INTO {self.ods} ({self.list()}) SELECT {self.list('s')} FROM {STAGE} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {self.ods} o WHERE {self.on('o', 's')}) RETURNING 1)"]
+            f"FROM probe p WHERE p._prev_ctid IS NOT NULL AND {changed} AND p.{self.q('_prev__valid_from')} < :vf "
+            f"RETURNING 1)",
+            f"ins AS (INSERT INTO {self.ods} ({self.list()}) SELECT {self.list('p')} FROM probe p "
+            f"WHERE p._prev_ctid IS NULL RETURNING 1)"]
         return self._statement(parts, ["upd", "ins", "sup"], snapshot)
 
     def _statement(self, parts: list[str], counted: list[str], snapshot: bool) -> str:
@@ -459,6 +469,15 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
     ``:vf`` and the late steps are skipped. Returns the stats and the staging method."""
     t0 = time.perf_counter()
     booleans = {f.name for f in resource.fields if f.type == "boolean"}
+    if conn.dialect.name == "postgresql":
+        # DIALECT: one load of a resource at a time (two would each merge against a state the
+        # other is changing; the daily merge also updates by ctid, see MergeSQL.forward):
+        # other writers wait for this transaction, readers (base builds, publishing) do not.
+        # SQLite serializes every writer already.
+        prep = conn.dialect.identifier_preparer
+        conn.exec_driver_sql(f"LOCK TABLE {prep.quote_schema(ods.schema)}.{prep.quote(ods.name)} "
+                             "IN SHARE ROW EXCLUSIVE MODE")
+    compress_wal(conn)
     if _is_empty(conn, ods, hist):
         # First load of the resource (or after a reset): every delivered row is new, which is
         # what the merge would conclude row by row; write them straight into the current table
