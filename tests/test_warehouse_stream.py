@@ -167,3 +167,22 @@ def test_bulk_first_load_keeps_the_keys_and_indexes_and_a_duplicate_key_rolls_ba
         with warehouse_engine.begin() as c:
             c.execute(sa.text("INSERT INTO ods.person (resident_id, _row_hash, _loaded_at) "
                               "SELECT resident_id, _row_hash, _loaded_at FROM ods.person LIMIT 1"))
+
+
+def test_load_metadata_is_written_to_every_row_exactly_whatever_its_text(warehouse_engine):
+    # The load metadata is the same in every row (PostgreSQL: column defaults during the COPY):
+    # a run id with a quote and a percent sign lands verbatim, a missing one as NULL, and a
+    # later load's rows carry their own.
+    r = person_resource()
+    load(warehouse_engine, r, DAY1, people(3).to_pandas(), run_id="manual__2026'11%s_x")
+    # (a snapshot resource: the first three come again unchanged and keep their metadata)
+    load(warehouse_engine, r, DAY2, pa.concat_tables([people(3), people(2, first=10)]).to_pandas(), run_id=None)
+    with warehouse_engine.connect() as c:
+        got = c.execute(sa.text("SELECT _run_id, _interval_key, COUNT(*) FROM ods.person "
+                                "GROUP BY _run_id, _interval_key ORDER BY _interval_key")).all()
+        defaults = c.execute(sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'person' "
+            "AND column_default IS NOT NULL AND column_name LIKE '\\_%'")).all() \
+            if warehouse_engine.dialect.name == "postgresql" else []
+    assert [tuple(g) for g in got] == [("manual__2026'11%s_x", DAY1.key, 3), (None, DAY2.key, 2)]
+    assert defaults == []  # the COPY's defaults do not outlive the load

@@ -126,9 +126,9 @@ def load_delivery(engine: sa.Engine, resource: Resource, *, interval: Interval, 
             log.info("%s [%s]: a later interval is loaded; this backfill closes no keys", resource.code,
                      interval.key)
             snapshot = False
-        stats, method = merge(conn, resource, ods, hist, batches(resource, passed, meta), keep, snapshot=snapshot,
+        stats, method = merge(conn, resource, ods, hist, batches(resource, passed), keep, snapshot=snapshot,
                               params={"vf": valid_from, "run": run_id, "k": interval.key, "now": now},
-                              late_possible=later)
+                              late_possible=later, constants=meta)
         _checkpoint("merged", conn)
         conn.execute(sa.text("DELETE FROM quality.quarantine WHERE resource = :r AND interval_key = :k"), params)
         if len(quarantined):

@@ -361,20 +361,33 @@ class _CopyStream(io.RawIOBase):
 
 
 def _copy(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]], *,
-          freeze: bool = False) -> int:
+          constants: dict[str, str | None] | None = None, freeze: bool = False) -> int:
     """DIALECT (PostgreSQL): ONE ``COPY`` of the whole delivery into ``table`` in the text
     format (:func:`copy_text`), streamed batch by batch (:class:`_CopyStream`); ``freeze``:
     the table was created or truncated in this transaction (see :func:`_bulk_fill_pg`).
-    Returns the rows copied."""
-    names = [c.name for c in table.columns]
+
+    ``constants`` (the load metadata, the same in every row) are not sent row by row: they
+    are the columns' defaults during the ``COPY`` (``ALTER TABLE ... SET DEFAULT`` in the
+    caller's transaction, dropped again after), so the server parses each value once instead
+    of once per row, and a third less text crosses the connection (1M rows of the bench's
+    population: 4 of 14 columns, two of them timestamps). Returns the rows copied."""
+    given = constants or {}
+    sent = [c.name for c in table.columns if c.name not in given]
+    defaults = {k: v for k, v in given.items() if v is not None}  # a column left out is NULL
     prep = conn.dialect.identifier_preparer
     target = f"{prep.quote_schema(table.schema)}.{prep.quote(table.name)}" if table.schema else prep.quote(table.name)
-    stream = _CopyStream(names, batches)
     cur = conn.connection.dbapi_connection.cursor()
+    for name, value in defaults.items():
+        # DDL takes no server-side parameters: psycopg2 quotes the value into the statement.
+        cur.execute(f"ALTER TABLE {target} ALTER COLUMN {prep.quote(name)} SET DEFAULT "
+                    f"CAST(%s AS {table.c[name].type.compile(dialect=conn.dialect)})", (value,))
+    stream = _CopyStream(sent, batches)
     try:
-        cur.copy_expert(f"COPY {target} ({', '.join(prep.quote(n) for n in names)}) FROM STDIN"
+        cur.copy_expert(f"COPY {target} ({', '.join(prep.quote(n) for n in sent)}) FROM STDIN"
                         + (" WITH (FREEZE)" if freeze else ""),
                         io.BufferedReader(stream, buffer_size=1 << 20), size=1 << 20)
+        for name in defaults:
+            cur.execute(f"ALTER TABLE {target} ALTER COLUMN {prep.quote(name)} DROP DEFAULT")
     except Exception as exc:
         if stream.error is not None:  # the rows could not be rendered: that error, not the driver's
             raise stream.error from exc
@@ -403,22 +416,26 @@ def _insert_sqlite(conn: sa.Connection, table: sa.Table, cols: dict[str, pa.Arra
 
 
 def fill(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]],
-         booleans: set[str] = frozenset()) -> tuple[str, int]:
+         booleans: set[str] = frozenset(), constants: dict[str, str | None] | None = None) -> tuple[str, int]:
     """Put batches of canonical columns into ``table`` (a staging table, or the current table
-    itself when it is empty); returns the method used and the rows written."""
+    itself when it is empty), with ``constants`` (column -> canonical text: the load metadata)
+    in every row; returns the method used and the rows written."""
+    constants = constants or {}
     if conn.dialect.name == "postgresql":
-        rows = _copy(conn, table, batches)
+        rows = _copy(conn, table, batches, constants=constants)
         return ("copy" if rows else "none"), rows
     rows = 0
     for cols in batches:
         n = len(next(iter(cols.values())))
         if n:
-            _insert_sqlite(conn, table, cols, booleans)
+            same = {k: pa.repeat(pa.scalar(v, type=pa.string()), n) for k, v in constants.items()}
+            _insert_sqlite(conn, table, {**cols, **same}, booleans)
             rows += n
     return ("insert" if rows else "none"), rows
 
 
-def _bulk_fill_pg(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]]) -> tuple[str, int]:
+def _bulk_fill_pg(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.Array]],
+                  constants: dict[str, str | None]) -> tuple[str, int]:
     """DIALECT (PostgreSQL): fill an EMPTY table with one ``COPY``, inside the caller's
     transaction, the way a bulk load is done:
 
@@ -446,7 +463,7 @@ def _bulk_fill_pg(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[s
         conn.exec_driver_sql(f"DROP INDEX {index}")
     for con, _ in constraints:
         conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {q(con)}")
-    rows = _copy(conn, table, batches, freeze=True)
+    rows = _copy(conn, table, batches, constants=constants, freeze=True)
     for con, definition in constraints:
         conn.exec_driver_sql(f"ALTER TABLE {name} ADD CONSTRAINT {q(con)} {definition}")
     for _, definition in indexes:
@@ -460,9 +477,11 @@ def _is_empty(conn: sa.Connection, *tables: sa.Table) -> bool:
 
 def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table,
           batches: Iterable[dict[str, pa.Array]], keep_keys: list[tuple], *, snapshot: bool,
-          params: dict, late_possible: bool = True) -> tuple[MergeStats, str]:
-    """Merge a delivery (batches of canonical text columns, one per ods column: see
-    :mod:`warehouse.rows`) into current + history, inside the caller's transaction.
+          params: dict, late_possible: bool = True,
+          constants: dict[str, str | None] | None = None) -> tuple[MergeStats, str]:
+    """Merge a delivery (batches of canonical text columns: the fields and ``_row_hash``, see
+    :mod:`warehouse.rows`; ``constants``: the load metadata columns, canonical text, the same
+    for every row) into current + history, inside the caller's transaction.
     ``keep_keys``: keys delivered but quarantined (snapshot sources keep their current
     version). ``params``: vf, run, k, now. ``late_possible``: an interval after this one is
     loaded (a backfill), so versions may be late; when False no version starts or ends after
@@ -483,15 +502,15 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
         # what the merge would conclude row by row; write them straight into the current table
         # (one COPY on PostgreSQL), the same rows and metadata, half the work.
         if conn.dialect.name == "postgresql":
-            method, rows = _bulk_fill_pg(conn, ods, batches)
+            method, rows = _bulk_fill_pg(conn, ods, batches, constants)
         else:
-            method, rows = fill(conn, ods, batches, booleans)
+            method, rows = fill(conn, ods, batches, booleans, constants)
         log.info("%s: first load, %d rows written by %s in %.2f s", resource.code, rows, method,
                  time.perf_counter() - t0)
         return MergeStats(rows_in=rows, inserted=rows, updated=0, unchanged=0, late=0, deleted=0), (
             f"{method}-direct" if rows else method)
     stage, keep = _stage_tables(conn, resource, ods)
-    method, _ = fill(conn, stage, batches, booleans)
+    method, _ = fill(conn, stage, batches, booleans, constants)
     t_staged = time.perf_counter()
     if snapshot and keep_keys:
         conn.execute(keep.insert(), [dict(zip(resource.primary_key, k, strict=True)) for k in keep_keys])

@@ -209,13 +209,10 @@ class Delivery:
                 pool.release_unused()
 
 
-def batches(resource: Resource, rows: pd.DataFrame | Delivery, meta: dict[str, str | None],
+def batches(resource: Resource, rows: pd.DataFrame | Delivery,
             chunk_rows: int | None = None) -> Iterator[dict[str, pa.Array]]:
-    """The delivery in chunks of canonical columns: fields, ``_row_hash`` and the constant load
-    metadata (``meta``: column -> text)."""
+    """The delivery in chunks of canonical columns: the fields and ``_row_hash`` (the load
+    metadata is the same for every row: the merge writes it as constants)."""
     delivery = rows if isinstance(rows, Delivery) else Delivery(rows)
     for part in delivery.tables(chunk_rows or CHUNK_ROWS):
-        cols = canonical_columns(resource, part)
-        for name, value in meta.items():
-            cols[name] = pa.repeat(pa.scalar(value, type=pa.string()), len(part))
-        yield cols
+        yield canonical_columns(resource, part)
