@@ -375,7 +375,7 @@ def _copy(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.A
     sent = [c.name for c in table.columns if c.name not in given]
     defaults = {k: v for k, v in given.items() if v is not None}  # a column left out is NULL
     prep = conn.dialect.identifier_preparer
-    target = f"{prep.quote_schema(table.schema)}.{prep.quote(table.name)}" if table.schema else prep.quote(table.name)
+    target = _qualified(conn, table)
     cur = conn.connection.dbapi_connection.cursor()
     for name, value in defaults.items():
         # DDL takes no server-side parameters: psycopg2 quotes the value into the statement.
@@ -398,6 +398,12 @@ def _copy(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[str, pa.A
     return stream.rows
 
 
+def _qualified(conn: sa.Connection, table: sa.Table) -> str:
+    """``schema.table`` (or ``table``), quoted for the connection's dialect."""
+    prep = conn.dialect.identifier_preparer
+    return f"{prep.quote_schema(table.schema)}.{prep.quote(table.name)}" if table.schema else prep.quote(table.name)
+
+
 def _insert_sqlite(conn: sa.Connection, table: sa.Table, cols: dict[str, pa.Array], booleans: set[str]) -> None:
     """DIALECT (SQLite): executemany of the canonical texts; SQLite's column affinity turns the
     integer and float texts into numbers, booleans are stored as 1/0 like SQLAlchemy does."""
@@ -408,9 +414,8 @@ def _insert_sqlite(conn: sa.Connection, table: sa.Table, cols: dict[str, pa.Arra
         if n in booleans:
             arr = pc.cast(pc.equal(arr, "true"), pa.int64())
         values.append(arr.to_pylist())
-    prep = conn.dialect.identifier_preparer
-    q = prep.quote
-    target = f"{prep.quote_schema(table.schema)}.{q(table.name)}" if table.schema else q(table.name)
+    q = conn.dialect.identifier_preparer.quote
+    target = _qualified(conn, table)
     conn.exec_driver_sql(f"INSERT INTO {target} ({', '.join(q(n) for n in names)}) "
                          f"VALUES ({', '.join('?' for _ in names)})", list(zip(*values, strict=True)))
 
@@ -448,7 +453,7 @@ def _bulk_fill_pg(conn: sa.Connection, table: sa.Table, batches: Iterable[dict[s
       ``COPY`` itself would have.
 
     Everything is transactional: a failure leaves the empty table with its indexes."""
-    name = f"{conn.dialect.identifier_preparer.quote_schema(table.schema)}.{conn.dialect.identifier_preparer.quote(table.name)}"
+    name = _qualified(conn, table)
     reg = {"t": name}
     constraints = conn.execute(sa.text(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
@@ -493,9 +498,7 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
         # other is changing; the daily merge also updates by ctid, see MergeSQL.forward):
         # other writers wait for this transaction, readers (base builds, publishing) do not.
         # SQLite serializes every writer already.
-        prep = conn.dialect.identifier_preparer
-        conn.exec_driver_sql(f"LOCK TABLE {prep.quote_schema(ods.schema)}.{prep.quote(ods.name)} "
-                             "IN SHARE ROW EXCLUSIVE MODE")
+        conn.exec_driver_sql(f"LOCK TABLE {_qualified(conn, ods)} IN SHARE ROW EXCLUSIVE MODE")
     compress_wal(conn)
     if _is_empty(conn, ods, hist):
         # First load of the resource (or after a reset): every delivered row is new, which is
