@@ -384,6 +384,8 @@ class RetypeWatch:
         import numpy as np
         import pyarrow.compute as pc
 
+        from extractors.staging import PARQUET_WRITE
+
         self.close()
         names = [f.name for f in self.resource.fields]
         hit = [i for i in self.candidates if names[i] in drift.retyped]
@@ -396,7 +398,7 @@ class RetypeWatch:
         for path in map(Path, files):
             pf = pq.ParquetFile(path)
             tmp = path.with_name(f".{path.name}.inprogress")
-            with pq.ParquetWriter(tmp, pf.schema_arrow, compression="snappy") as out:
+            with pq.ParquetWriter(tmp, pf.schema_arrow, **PARQUET_WRITE) as out:
                 for g in range(pf.num_row_groups):
                     t = pf.read_row_group(g)
                     fl = flags.read_row_group(group)

@@ -31,7 +31,7 @@ from catalog.models import Resource, System
 from datarail.errors import ExtractError, ReconciliationError
 from datarail.interval import Interval
 from extractors.base import ConnInfo, ExtractResult, extract_resource
-from extractors.staging import clear_staging, parse_moment
+from extractors.staging import PARQUET_WRITE, clear_staging, parse_moment
 from extractors.state import ExtractState
 
 log = logging.getLogger(__name__)
@@ -156,12 +156,12 @@ def merge_parts(engine: sa.Engine, resource: Resource, interval: Interval, out_d
                                      pa.array(np.arange(rows + 1, rows + n + 1, dtype=np.int64)))
                     if writer is None:
                         final = out_dir / f"part-{len(files):05d}.parquet"
-                        writer = pq.ParquetWriter(out_dir / f".{final.name}.inprogress", t.schema, compression="snappy")
+                        writer = pq.ParquetWriter(out_dir / f".{final.name}.inprogress", t.schema, **PARQUET_WRITE)
                     writer.write_table(t, row_group_size=n)
                     rows += n
         if writer is None:  # every range empty: one empty part keeps the columns readable
             schema = pq.read_schema(parts[0]["files"][0])
-            writer = pq.ParquetWriter(out_dir / ".part-00000.parquet.inprogress", schema, compression="snappy")
+            writer = pq.ParquetWriter(out_dir / ".part-00000.parquet.inprogress", schema, **PARQUET_WRITE)
         writer.close()
         final = out_dir / "part-00000.parquet"
         (out_dir / ".part-00000.parquet.inprogress").replace(final)

@@ -990,6 +990,8 @@ def validate_staged(resource: Resource, files: list[str | Path], out_dir: Path, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from extractors.staging import PARQUET_WRITE
+
     started = time.perf_counter()
     run = _Validation(resource, run_date=run_date, divisions=divisions, policy=division_policy, history=history)
     out_dir = Path(out_dir)
@@ -1011,7 +1013,7 @@ def validate_staged(resource: Resource, files: list[str | Path], out_dir: Path, 
     _release_arrow_memory()
     schemas = _writer_schemas(resource)
     targets = {k: out_dir / f"{k}.parquet" for k in schemas}
-    writers = {k: pq.ParquetWriter(targets[k], schemas[k]) for k in schemas}
+    writers = {k: pq.ParquetWriter(targets[k], schemas[k], **PARQUET_WRITE) for k in schemas}
     try:
         def emit(parts: tuple) -> None:
             for k, frame in zip(("passed", "quarantined", "failures"), parts, strict=True):
