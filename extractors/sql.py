@@ -5,10 +5,11 @@ Two read paths, one contract (they stage identical text; ``tests/test_extract_se
 compares them):
 
 - **fast path** (MariaDB/MySQL and PostgreSQL, when ``connectorx`` is installed): the query
-  runs through connectorx, whose Rust client streams the result as Arrow record batches of
-  ``chunk_rows`` rows (``return_type="arrow_stream"``); each batch is rendered to staged text
-  with vectorised Arrow kernels (:func:`~extractors.staging.arrow_text`) and written as one
-  Parquet row group. No per-row Python work; memory is bounded by the batch size. An
+  runs through connectorx (Rust client, Arrow result) as keyset pages of ``chunk_rows`` rows
+  on the primary key, the next page fetched while the current one is staged
+  (:func:`_read_connectorx`); each batch is rendered to staged text with vectorised Arrow
+  kernels (:func:`~extractors.staging.arrow_text`) and written as one Parquet row group. No
+  per-row Python work; memory is bounded by the page size. An
   incremental run whose window counts at most ``chunk_rows`` rows reads it in one query.
 - **portable path** (every SQLAlchemy dialect; SQLite always): a server-side cursor
   (``stream_results`` + ``yield_per``: ``SSCursor`` on MariaDB, a named cursor on
