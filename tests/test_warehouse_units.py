@@ -154,3 +154,12 @@ def test_one_authority_per_attribute():
         person_resource(authoritative_for=["name"])
     assert tiny_catalog(a).authority("population.name").code == "RK-T-0001"
     assert tiny_catalog(a).authority("population.address") is None
+
+
+@pytest.mark.parametrize("dialect", [postgresql.dialect(), sqlite.dialect()])
+def test_an_integer_source_key_is_never_generated_by_the_warehouse(dialect):
+    from bench.catalog import population_resource  # integer primary key ``id``
+
+    ddl = str(sa.schema.CreateTable(ods_table(population_resource())).compile(dialect=dialect)).upper()
+    assert "SERIAL" not in ddl and "AUTOINCREMENT" not in ddl and "IDENTITY" not in ddl
+    assert "ID BIGINT NOT NULL" in ddl

@@ -37,8 +37,10 @@ PG_MAX_IDENTIFIER = 63
 
 
 def _field_columns(resource: Resource, *, keys: bool = True) -> list[sa.Column]:
+    # Keys come from the source: never a generated value (SQLAlchemy would otherwise give an
+    # integer primary key a sequence default on PostgreSQL, AUTOINCREMENT-like on SQLite).
     return [sa.Column(f.name, TYPES[f.type](), primary_key=keys and f.name in resource.primary_key,
-                      nullable=f.name not in resource.primary_key)
+                      nullable=f.name not in resource.primary_key, autoincrement=False)
             for f in resource.fields]
 
 
