@@ -528,12 +528,13 @@ def _read_connectorx(conn: ConnInfo, stmt: sa.Select, dialect, pk_cols: list[str
     def fetch(last: tuple | None):
         return cx.read_sql(url, page_sql(last), return_type="arrow")
 
-    if single:
-        table = cx.read_sql(url, sql_of(stmt), return_type="arrow")
+    def stage(table) -> None:
         for batch in table.to_batches():
             if batch.num_rows:
                 _stage_batch(batch, writer, ctx)
-        del table
+
+    if single:
+        stage(cx.read_sql(url, sql_of(stmt), return_type="arrow"))
         _release_memory()
         return
 
@@ -546,9 +547,7 @@ def _read_connectorx(conn: ConnInfo, stmt: sa.Select, dialect, pk_cols: list[str
             if n >= chunk_rows:  # a full page: there may be more
                 last = tuple(table.column(i)[n - 1].as_py() for i in pk_pos)
                 pending = pool.submit(fetch, last)
-            for batch in table.to_batches():
-                if batch.num_rows:
-                    _stage_batch(batch, writer, ctx)
+            stage(table)
             del table
             _release_memory()
 
