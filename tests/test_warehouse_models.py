@@ -439,3 +439,45 @@ def test_parallel_partitioned_full_build_equals_serial(warehouse_engine, monkeyp
     monkeypatch.setattr(models_module, "BUILD_PARALLEL", 1)
     build_base_libraries(warehouse_engine, cat, D2, full=True, only=["base.population"])
     assert population() == incremental
+
+
+def test_full_builds_of_merge_models_plan_merges_and_a_failed_part_leaves_the_live_table(warehouse_engine,
+                                                                                        monkeypatch):
+    """PostgreSQL: a full build of a ``plan: merge`` model (population) runs with hash joins
+    and hash aggregation off, serial or in parallel parts; other models keep the defaults.
+    A part failing half way fails the build, leaves the live table and the build records as
+    they were, and no part table behind."""
+    if warehouse_engine.dialect.name != "postgresql":
+        pytest.skip("planner settings and parallel partitioned builds are PostgreSQL's")
+    from warehouse import models as models_module
+
+    cat = demo_catalog()
+    load_world(warehouse_engine)
+    seen: list[tuple] = []
+
+    def planner(conn):
+        return tuple(conn.exec_driver_sql(f"SHOW {s}").scalar()
+                     for s in ("enable_hashjoin", "enable_hashagg", "synchronous_commit"))
+    monkeypatch.setitem(models_module.HOOKS, "built", lambda conn: seen.append(planner(conn)))
+    monkeypatch.setattr(models_module, "BUILD_PARALLEL", 1)
+    build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population", "base.credit"])
+    assert seen == [("off", "off", "off"), ("on", "on", "off")]  # population, then credit
+
+    monkeypatch.delitem(models_module.HOOKS, "built")
+    monkeypatch.setattr(models_module, "BUILD_PARALLEL", 2)
+    monkeypatch.setattr(models_module, "PARALLEL_MIN_ROWS", 0)
+    parts: list[tuple] = []
+    monkeypatch.setitem(models_module.HOOKS, "part_built", lambda conn, k: parts.append(planner(conn)))
+    build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population"])
+    assert parts == [("off", "off", "off")] * 2
+    before = checksums(warehouse_engine, areas=("base", "meta"))
+
+    def boom(conn, k):
+        if k == 1:
+            raise RuntimeError("part 1 killed half way")
+    monkeypatch.setitem(models_module.HOOKS, "part_built", boom)
+    with pytest.raises(RuntimeError, match="part 1 killed"):
+        build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population"])
+    assert checksums(warehouse_engine, areas=("base", "meta")) == before
+    assert rows(warehouse_engine, "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'base' "
+                                  "AND tablename LIKE '\\_next\\_%'") == [(0,)]

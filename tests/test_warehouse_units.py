@@ -44,10 +44,13 @@ def test_parse_model_header(tmp_path):
     assert (m.target, m.key, m.incremental, m.depends) == ("base.people", "resident_id", False, ("base.other",))
     assert [(s.table, s.keys) for s in m.sources] == [("person", ("resident_id",)), ("base.other", ())]
     assert not m.can_increment
+    assert m.plan is None
+    assert parse_model(write(tmp_path, "11_people.sql", "-- target: base.p\n-- plan: merge\nSELECT 1")).plan == "merge"
 
 
 @pytest.mark.parametrize("header, message", [
     ("-- sources: person\nSELECT 1", "missing '-- target:'"),
+    ("-- target: base.p\n-- plan: hash\nSELECT 1", "the only plan a model may ask for is 'merge'"),
     ("-- target: ods.person\nSELECT 1", "must be base.<name>"),
     ("-- target: quality.conflicts\n-- key: subject_id\nSELECT 1", "needs library, key and attributes"),
 ])

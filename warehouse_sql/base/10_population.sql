@@ -1,6 +1,7 @@
 -- target: base.population
 -- key: resident_id
 -- sources: household_register(resident_id), identity_card(resident_id), marriage_registration(male_id, female_id), degree_certificate(resident_id), social_insurance(resident_id), provident_fund_account(resident_id)
+-- plan: merge
 -- Population base library (人口综合库): one row per resident ID registered by public security
 -- (household register 户籍, or identity card 身份证 where the register row is missing or was
 -- quarantined), merged with civil affairs' latest marriage registration, education's highest
