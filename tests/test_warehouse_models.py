@@ -409,7 +409,7 @@ def test_lineage_names_resources_and_runs(warehouse_engine):
 
 
 def test_parallel_partitioned_full_build_equals_serial(warehouse_engine, monkeypatch):
-    """PostgreSQL builds big keyed models as hash partitions filled side by side; the result
+    """PostgreSQL builds big keyed models as key ranges computed side by side; the result
     (and the incremental builds on it) must equal a one-statement build."""
     if warehouse_engine.dialect.name != "postgresql":
         pytest.skip("parallel partitioned builds are PostgreSQL's")
@@ -431,7 +431,9 @@ def test_parallel_partitioned_full_build_equals_serial(warehouse_engine, monkeyp
     assert {b["target"]: b["mode"] for b in out["builds"]} == {"base.population": "full", "base.credit": "full"}
     assert population() == serial
     assert rows(warehouse_engine, "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'base.population'::regclass") == [
-        (3,)]
+        (3,)]  # the register's two keys cut the subjects into three ranges
+    assert rows(warehouse_engine, "SELECT partstrat FROM pg_partitioned_table "
+                                  "WHERE partrelid = 'base.population'::regclass") == [("r",)]
     # incremental on the partitioned table, then a serial full rebuild replaces it
     load(warehouse_engine, res("household_register"), D2, [hr(P1, "张三丰")])
     build_base_libraries(warehouse_engine, cat, D2, only=["base.population"])
@@ -469,12 +471,12 @@ def test_full_builds_of_merge_models_plan_merges_and_a_failed_part_leaves_the_li
     parts: list[tuple] = []
     monkeypatch.setitem(models_module.HOOKS, "part_built", lambda conn, k: parts.append(planner(conn)))
     build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population"])
-    assert parts == [("off", "off", "off")] * 2
+    assert len(parts) > 1 and set(parts) == {("off", "off", "off")}  # every key range, merge plan
     before = checksums(warehouse_engine, areas=("base", "meta"))
 
     def boom(conn, k):
         if k == 1:
-            raise RuntimeError("part 1 killed half way")
+            raise RuntimeError("part 1 killed half way")  # the others may be built, attached or queued
     monkeypatch.setitem(models_module.HOOKS, "part_built", boom)
     with pytest.raises(RuntimeError, match="part 1 killed"):
         build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population"])

@@ -77,6 +77,19 @@ def test_render_full_scoped_and_asof(tmp_path, monkeypatch, dialect):
     assert "FROM asof_person p JOIN asof_base_other o" in asof
 
 
+def test_render_key_range_slices(tmp_path):
+    """A parallel full build's slice is a plain range on every subject column (bound, never
+    formatted in); the first and last slices are open on one side."""
+    cat = tiny_catalog(person_resource())
+    m = parse_model(write(tmp_path, "10_people.sql", MODEL.replace(", base.other", "").replace(
+        "JOIN {{ source('base.other') }} o ON o.id = p.resident_id", "")))
+    render = lambda lo, hi: Renderer(cat, postgresql.dialect(), key_range=(lo, hi)).render(m)  # noqa: E731
+    assert "WHERE (p.resident_id >= :slice_lo AND p.resident_id < :slice_hi)" in render(True, True)
+    assert "WHERE (p.resident_id < :slice_hi)" in render(False, True)
+    assert "WHERE (p.resident_id >= :slice_lo)" in render(True, False)
+    assert "WHERE 1 = 1" in render(False, False)
+
+
 def test_render_refuses_unknown_sources_and_bad_scope(tmp_path):
     cat = tiny_catalog(person_resource())
     bad = parse_model(write(tmp_path, "x.sql", "-- target: base.x\nSELECT * FROM {{ source('nope') }}"))
