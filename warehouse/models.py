@@ -690,7 +690,7 @@ def _parallel_parts(engine: sa.Engine, catalog: Catalog, model: Model, full: boo
 def _slice_bounds(conn: sa.Connection, catalog: Catalog, model: Model, slices: int) -> list:
     """DIALECT (PostgreSQL): up to ``slices - 1`` key values cutting the model's subjects
     (the keys of its first source) into slices of about equal size, from a block sample of
-    about 100,000 keys (a few hundredths of a second at 5M rows)."""
+    about 100,000 keys (0.2 s at 5M rows)."""
     first = model.sources[0]
     table = f"ods.{conn.dialect.identifier_preparer.quote(catalog.resource_by_table(first.table).table)}"
     col = conn.dialect.identifier_preparer.quote(first.keys[0])
