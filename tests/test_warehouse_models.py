@@ -480,6 +480,16 @@ def test_full_builds_of_merge_models_plan_merges_and_a_failed_part_leaves_the_li
     monkeypatch.setitem(models_module.HOOKS, "part_built", boom)
     with pytest.raises(RuntimeError, match="part 1 killed"):
         build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population"])
+    leftovers = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'base' AND tablename LIKE '\\_next\\_%'"
     assert checksums(warehouse_engine, areas=("base", "meta")) == before
-    assert rows(warehouse_engine, "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'base' "
-                                  "AND tablename LIKE '\\_next\\_%'") == [(0,)]
+    assert rows(warehouse_engine, leftovers) == [(0,)]
+    # every range built, the build's own transaction (the swap) fails: same
+    monkeypatch.delitem(models_module.HOOKS, "part_built")
+
+    def swap_fails(conn):
+        raise RuntimeError("killed after the swap, before the commit")
+    monkeypatch.setitem(models_module.HOOKS, "built", swap_fails)
+    with pytest.raises(RuntimeError, match="before the commit"):
+        build_base_libraries(warehouse_engine, cat, D1, full=True, only=["base.population"])
+    assert checksums(warehouse_engine, areas=("base", "meta")) == before
+    assert rows(warehouse_engine, leftovers) == [(0,)]

@@ -720,18 +720,9 @@ def _build_parts(engine: sa.Engine, catalog: Catalog, model: Model, params: dict
     q = engine.dialect.identifier_preparer.quote
     nxt = f"base.{q('_next_' + model.table)}"
     token = uuid.uuid4().hex[:8]
-
-    def drop_all(conn: sa.Connection) -> None:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {nxt} CASCADE"))
-        # slices not attached yet, also those a killed build left
-        leftover = re.compile(rf"^_next_{re.escape(model.table)}_p\d+$")
-        stale = [t for t in sa.inspect(conn).get_table_names(schema="base") if leftover.match(t)]
-        if stale:
-            conn.execute(sa.text("DROP TABLE IF EXISTS " + ", ".join(f"base.{q(t)}" for t in stale)))
-
     with transaction(engine) as conn:
         _pg_settings(conn)
-        drop_all(conn)
+        _drop_prepared(conn, model)
         bounds = _slice_bounds(conn, catalog, model, parts * SLICES_PER_CONNECTION)
         shape = f"base.{q('_shape_' + model.table)}"
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {shape}"))
@@ -771,11 +762,23 @@ def _build_parts(engine: sa.Engine, catalog: Catalog, model: Model, params: dict
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # no slice is still writing when they are dropped
         with transaction(engine) as conn:
-            drop_all(conn)
+            _drop_prepared(conn, model)
         raise
     finally:
         pool.shutdown(wait=True)
     return token, rows, slices
+
+
+def _drop_prepared(conn: sa.Connection, model: Model) -> None:
+    """DIALECT (PostgreSQL): drop what a parallel full build prepared beside the live table:
+    ``base._next_<table>`` with its attached ranges, and ranges not attached yet (also those
+    of a build that was killed)."""
+    q = conn.dialect.identifier_preparer.quote
+    conn.execute(sa.text(f"DROP TABLE IF EXISTS base.{q('_next_' + model.table)} CASCADE"))
+    leftover = re.compile(rf"^_next_{re.escape(model.table)}_p\d+$")
+    stale = [t for t in sa.inspect(conn).get_table_names(schema="base") if leftover.match(t)]
+    if stale:
+        conn.execute(sa.text("DROP TABLE IF EXISTS " + ", ".join(f"base.{q(t)}" for t in stale)))
 
 
 def _swap_parts(conn: sa.Connection, model: Model, parts: int, token: str) -> None:
@@ -851,6 +854,15 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
                 hook(conn)
             result = _record(conn, model, catalog, interval, mode=mode, consumed=loads, scope=scope, rows=rows,
                              started=started, t0=t0)
+    except BaseException:
+        if prepared:  # the prepared ranges never became the live table: do not leave them on disk
+            try:
+                with transaction(engine) as c:
+                    _drop_prepared(c, model)
+            except sa.exc.SQLAlchemyError as e:  # never hide why the build itself failed
+                log.warning("could not drop the ranges prepared for %s (%s): the next build drops them",
+                            model.target, e)
+        raise
     finally:
         if cleanup:
             try:
