@@ -10,8 +10,9 @@ on PostgreSQL, through the project's own code paths.
    Before each timed step (the full builds, the merge, the incremental builds), a CHECKPOINT
    and ``sync`` put the previous step's writes on disk, so a step pays for its own writes
    only (and, right after a checkpoint, a full-page image of every page it touches: the
-   worst case for the merge). Unsettled, the merge ran while the builds' ~4 GB of WAL and new
-   tables were still being checkpointed and written back: 2.9-3.4 s, against 2.5-2.8 s.
+   worst case for the merge and the incremental build's DELETE). Unsettled, the merge ran
+   while the builds' ~4 GB of WAL and new tables were still being checkpointed and written
+   back: 2.9-3.4 s in six runs; settled 2.70, 2.76 and 3.19 s in three (2026-12-02).
 2. ``warehouse.population_full_5m_s``: ``warehouse.models.build_model`` of ``base.population``,
    full (CREATE TABLE AS beside the live table, swap, index, lineage), run twice (cold, warm);
    the slower counts. The conflict model's full build is reported beside it.
