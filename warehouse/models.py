@@ -679,10 +679,7 @@ def _parallel_parts(engine: sa.Engine, catalog: Catalog, model: Model, full: boo
         return None
     with engine.connect() as conn:
         mode, loads, _ = _plan(conn, model, catalog, full)
-        first = catalog.resource_by_table(model.sources[0].table).table
-        size = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
-                            {"t": f"ods.{first}"}).scalar() or 0
-        size = max(size, 0)  # -1: never analyzed
+        size = _subjects(conn, model, catalog)
         conn.rollback()
     return (BUILD_PARALLEL, loads) if mode == "full" and size >= PARALLEL_MIN_ROWS else None
 
@@ -694,8 +691,7 @@ def _slice_bounds(conn: sa.Connection, catalog: Catalog, model: Model, slices: i
     first = model.sources[0]
     table = f"ods.{conn.dialect.identifier_preparer.quote(catalog.resource_by_table(first.table).table)}"
     col = conn.dialect.identifier_preparer.quote(first.keys[0])
-    size = max(conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
-                            {"t": table}).scalar() or 0, 0)
+    size = _subjects(conn, model, catalog)
     pct = 100.0 if size <= 100_000 else max(0.1, 100.0 * 100_000 / size)
     fractions = [k / slices for k in range(1, slices)]
     bounds = conn.execute(sa.text(
@@ -810,7 +806,10 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
         parts, loads = parallel
         prepared = _build_parts(engine, catalog, model, params, parts)
         slices = prepared[2]
-    cleanup: list[str] = []  # tables a parallel incremental build leaves for after its transaction
+    # tables dropped after the build's transaction, whatever its outcome: a parallel
+    # incremental build's new rows; a parallel full build's ranges (gone by then if the swap
+    # committed, since they were renamed into the live table)
+    cleanup: list[str] = [f"base.{engine.dialect.identifier_preparer.quote('_next_' + model.table)}"] if prepared else []
     try:
         with transaction(engine) as conn:
             if conn.dialect.name == "postgresql":
@@ -854,15 +853,6 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
                 hook(conn)
             result = _record(conn, model, catalog, interval, mode=mode, consumed=loads, scope=scope, rows=rows,
                              started=started, t0=t0)
-    except BaseException:
-        if prepared:  # the prepared ranges never became the live table: do not leave them on disk
-            try:
-                with transaction(engine) as c:
-                    _drop_prepared(c, model)
-            except sa.exc.SQLAlchemyError as e:  # never hide why the build itself failed
-                log.warning("could not drop the ranges prepared for %s (%s): the next build drops them",
-                            model.target, e)
-        raise
     finally:
         if cleanup:
             try:
