@@ -202,7 +202,7 @@ def generate(engine, catalog, n: int, day1) -> dict[str, int]:
             c.execute(sa.text(
                 "INSERT INTO meta.loads (load_id, resource, interval_key, run_id, method, rows_in, inserted, updated, "
                 "unchanged, deleted, late, quarantined, valid_from, loaded_at, duration_s) VALUES (:id, :r, :k, "
-                "'bench-day1', 'generated', :n, :n, 0, 0, 0, 0, 0, :vf, :loaded, 0)").bindparams(
+                "'bench-day1', 'generated-direct', :n, :n, 0, 0, 0, 0, 0, :vf, :loaded, 0)").bindparams(
                 sa.bindparam("loaded", type_=sa.DateTime()), sa.bindparam("vf", type_=sa.DateTime())),
                 {"id": f"gen-{table}", "r": res.code, "k": day1.key, "n": upper, "vf": vf, "loaded": loaded})
             c.execute(sa.text(

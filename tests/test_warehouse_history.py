@@ -182,6 +182,33 @@ def test_composite_keys(warehouse_engine):
     assert asof(warehouse_engine, cat, "person", f'["{A}", "乙"]', date(2026, 11, 21)) == []
 
 
+def test_layout_upgrade_moves_change_capture_to_the_journal(warehouse_engine):
+    """An ods table of the layout before the change journal (indexed on _loaded_at, full pages):
+    the journal is created holding every current row with its _loaded_at (what the index
+    answered, so loads no build consumed yet stay visible), the index is dropped, and on
+    PostgreSQL the table gets its fill factor. A second call changes nothing."""
+    r = person_resource()
+    old_layout_person(warehouse_engine, A)
+    with warehouse_engine.begin() as c:
+        c.execute(sa.text("CREATE INDEX ods.ix_person__loaded_at ON person (_loaded_at)"
+                          if warehouse_engine.dialect.name == "sqlite"
+                          else "CREATE INDEX ix_person__loaded_at ON ods.person (_loaded_at)"))
+    ensure_ods(warehouse_engine, r)
+    journal = [(x[0], str(x[1])[:19]) for x in rows(warehouse_engine, "SELECT resident_id, _loaded_at FROM ods.person_changes")]
+    assert journal == [(A, "2026-11-21 01:00:00")]
+    assert sa.inspect(warehouse_engine).get_indexes("person", schema="ods") == []
+    if warehouse_engine.dialect.name == "postgresql":
+        assert rows(warehouse_engine, "SELECT reloptions FROM pg_class WHERE oid = CAST('ods.person' AS regclass)") \
+            == [(["fillfactor=90"],)]
+    from warehouse import tables as tables_module
+
+    tables_module._READY.clear()
+    ensure_ods(warehouse_engine, r)
+    assert [x[0] for x in rows(warehouse_engine, "SELECT resident_id FROM ods.person_changes")] == [A]
+    load(warehouse_engine, r, D2, [person(B, "王五")])  # and the merge journals into it
+    assert sorted(x[0] for x in rows(warehouse_engine, "SELECT resident_id FROM ods.person_changes")) == [A, B]
+
+
 def test_layout_upgrade_adds_valid_from_from_the_runs(warehouse_engine):
     """An ods table created before history existed (no _valid_from, no history table) is
     upgraded on first use: each row's version starts with the interval of the run that loaded it."""

@@ -253,6 +253,50 @@ def test_incremental_build_equals_full_build(warehouse_engine):
     assert base_state(warehouse_engine) == incremental
 
 
+def test_change_capture_sees_new_keys_reruns_and_first_loads(warehouse_engine):
+    """Incremental builds find their subjects in the change journal (new keys, updates, and a
+    rerun that replaces a version in place, which leaves no history row) and in history
+    (closed versions); a first load into an empty table journals nothing and counts whole."""
+    cat = demo_catalog()
+    pop = ["base.population"]
+
+    def build(interval):
+        out = build_base_libraries(warehouse_engine, cat, interval, only=pop)["builds"][0]
+        got = population_state(warehouse_engine)
+        build_base_libraries(warehouse_engine, cat, interval, full=True, only=pop)
+        assert population_state(warehouse_engine) == got  # incremental == full
+        return out["mode"], out["scope_keys"]
+
+    load(warehouse_engine, res("household_register"), D1, [hr(P1, "张三"), hr(P2, "李四", gender="女")])
+    load(warehouse_engine, res("identity_card"), D1, [idc(P1, "张三"), idc(P2, "李四", gender="女")])
+    load(warehouse_engine, res("marriage_registration"), D1, [marriage("J1", "结婚", P1, "张三", P2, "李四", "2015-05-01")])
+    assert build(D1)[0] == "full"
+    # D2: a new resident and a changed one
+    load(warehouse_engine, res("household_register"), D2, [hr(P3, "王小五"), hr(P1, "张三丰")])
+    assert build(D2) == ("incremental", 2)
+    # D2 again with P3's name corrected: replaced in place, no history row; only the journal has it
+    load(warehouse_engine, res("household_register"), D2, [hr(P3, "王晓武"), hr(P1, "张三丰")])
+    assert build(D2) == ("incremental", 1)
+    assert by_id(warehouse_engine, "base.population", "resident_id")[P3]["name"] == "王晓武"
+    # D1 was a first load (nothing journaled); D2 wrote P3 (P1's previous version is in
+    # history, closed by D2); its rerun P3 again
+    assert sorted(r[0] for r in rows(warehouse_engine, "SELECT resident_id FROM ods.household_register_changes")) \
+        == [P3, P3]
+    # D3: the degree register's first load (straight into its empty table): every row counts
+    load(warehouse_engine, res("degree_certificate"), D3, [
+        {"cert_no": "D1", "resident_id": P1, "name": "张三丰", "school": "浙江大学", "major": "数学", "level": "本科",
+         "degree": "学士", "graduation_date": "2012-06-30", "conclusion": "毕业"}])
+    assert rows(warehouse_engine, "SELECT COUNT(*) FROM ods.degree_certificate_changes") == [(0,)]
+    assert build(D3) == ("incremental", 1)
+    assert by_id(warehouse_engine, "base.population", "resident_id")[P1]["highest_degree"] == "学士"
+    # D4: the marriage record corrected to another husband: the subject column changed, so both
+    # the old husband (history) and the new one (the current row of a key history closed) count
+    load(warehouse_engine, res("marriage_registration"), D4, [marriage("J1", "结婚", P3, "王晓武", P2, "李四", "2015-05-01")])
+    assert build(D4) == ("incremental", 3)
+    pop = by_id(warehouse_engine, "base.population", "resident_id")
+    assert (pop[P1]["marital_status"], pop[P3]["marital_status"]) == ("未登记", "已婚")
+
+
 def population_state(engine):
     return base_state(engine)["base.population"]
 

@@ -123,6 +123,16 @@ def test_merge_statements(dialect, fused):
     if fused:
         one = sql.fused(snapshot=True)
         assert one.startswith("WITH late_rerun AS (") and one.count("RETURNING 1") == 8 and ";" not in one
+        # keys written without a history row (new, rerun) go to the change journal
+        assert f"jr AS ({sql.journal()})" in one
+        forward = sql.forward(snapshot=False)
+        assert "jr AS (INSERT INTO ods.person_changes (resident_id, _loaded_at) SELECT p.resident_id, p._loaded_at " \
+               "FROM probe p WHERE p._prev_ctid IS NULL OR (p._prev__row_hash <> p._row_hash AND " \
+               "(p._prev__valid_from < :vf) IS NOT TRUE))" in forward
+    # the upsert's own conditions, less the updates that supersede() moves to history
+    journal = sql.journal()
+    assert journal.startswith("INSERT INTO ods.person_changes (resident_id, _loaded_at) SELECT s.resident_id")
+    assert "h._valid_to > :vf" in journal and "o._row_hash <> s._row_hash AND o._valid_from = s._valid_from" in journal
 
 
 @pytest.mark.parametrize("ftype, values, texts", [

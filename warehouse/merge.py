@@ -34,9 +34,16 @@ So a rerun of an interval changes nothing, and a backfill of an older interval n
 overwrites newer state (snapshot deletes are not applied by a backfill:
 :func:`warehouse.load.load_delivery` turns them off when a later interval is loaded).
 
+Change capture (what incremental base builds read): every key whose current version a merge
+writes or removes is found by the load's time, in history (``_closed_at``: updated, deleted) or,
+where no version was closed (new keys, reruns), in the change journal ``ods.<table>_changes``
+(key, ``_loaded_at``).
+
 The first load of a resource (current and history tables both empty) skips staging: every
 row is ``new``, so the rows are written straight into the current table (the same rows and
-metadata the merge would write, method ``copy-direct`` / ``insert-direct``).
+metadata the merge would write, method ``copy-direct`` / ``insert-direct``). It journals
+nothing: every current row came from it, so change capture takes the whole table for such a
+load (:func:`warehouse.models._fill_scope`).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ import sqlalchemy as sa
 
 from catalog.models import Resource
 from warehouse.engine import compress_wal
+from warehouse.tables import changes_name
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,7 @@ class MergeSQL:
         self.q = q
         self.ods = f"{dialect.identifier_preparer.quote_schema('ods')}.{q(ods.name)}"
         self.hist = f"{dialect.identifier_preparer.quote_schema('ods')}.{q(hist.name)}"
+        self.changes = f"{dialect.identifier_preparer.quote_schema('ods')}.{q(changes_name(resource))}"
         self.cols = [c.name for c in ods.columns]  # fields + load metadata, in table order
         self.pk = list(resource.primary_key)
         self.data_cols = [c for c in self.cols if c not in self.pk]
@@ -170,6 +179,19 @@ class MergeSQL:
             f"FROM {self.ods} o JOIN {STAGE} s ON {self.on('o', 's')} "
             f"WHERE o._row_hash <> s._row_hash AND o._valid_from < :vf")
 
+    def journal(self) -> str:
+        """The change journal: key and ``_loaded_at`` of every row :meth:`upsert` will write
+        without :meth:`supersede` closing its previous version in history (new keys, and
+        reruns replacing a version of the same interval). Updated and deleted keys are found
+        through history's ``_closed_at``. Against the state before the merge (SQLite runs it
+        before the upsert)."""
+        k0 = self.q(self.pk[0])
+        return (
+            f"INSERT INTO {self.changes} ({self.list(cols=self.pk)}, _loaded_at) "
+            f"SELECT {self.list('s', self.pk)}, s._loaded_at FROM {STAGE} s LEFT JOIN {self.ods} o ON {self.on('o', 's')} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {self.hist} h WHERE {self.on('h', 's')} AND h._valid_to > :vf) "
+            f"AND (o.{k0} IS NULL OR (o._row_hash <> s._row_hash AND o._valid_from = s._valid_from))")
+
     def upsert(self) -> str:
         """New keys inserted, changed ones replaced, unchanged and late ones left alone."""
         sets = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in self.data_cols)
@@ -186,7 +208,8 @@ class MergeSQL:
         ``probe`` (materialized) pairs every staged row with its current version (its columns
         as ``_prev_*`` and its ``ctid``, or nulls for a new key); the changed rows are updated
         in place by ``ctid``, their previous versions go to history, new keys are inserted,
-        all from ``probe``. Counts: updated, inserted, moved to history (and closed, deleted).
+        and the keys written without a history row (new, rerun) go to the change journal, all
+        from ``probe``. Counts: updated, inserted, moved to history (and closed, deleted).
 
         Updating by ``ctid`` is safe because :func:`merge` holds a lock that keeps other
         writers off the current table for the whole transaction: the version the probe saw is
@@ -204,7 +227,11 @@ class MergeSQL:
             f"FROM probe p WHERE p._prev_ctid IS NOT NULL AND {changed} AND p.{self.q('_prev__valid_from')} < :vf "
             f"RETURNING 1)",
             f"ins AS (INSERT INTO {self.ods} ({self.list()}) SELECT {self.list('p')} FROM probe p "
-            f"WHERE p._prev_ctid IS NULL RETURNING 1)"]
+            f"WHERE p._prev_ctid IS NULL RETURNING 1)",
+            # (a data-modifying CTE runs whether or not the statement reads it)
+            f"jr AS (INSERT INTO {self.changes} ({self.list(cols=self.pk)}, _loaded_at) "
+            f"SELECT {self.list('p', self.pk)}, p._loaded_at FROM probe p WHERE p._prev_ctid IS NULL "
+            f"OR ({changed} AND (p.{self.q('_prev__valid_from')} < :vf) IS NOT TRUE))"]
         return self._statement(parts, ["upd", "ins", "sup"], snapshot)
 
     def _statement(self, parts: list[str], counted: list[str], snapshot: bool) -> str:
@@ -239,7 +266,8 @@ class MergeSQL:
                  f"late_close AS ({self.late_split_close()} RETURNING 1)",
                  f"late AS ({self.late_to_history()} RETURNING 1)",
                  f"sup AS ({self.supersede()} RETURNING 1)",
-                 f"ups AS ({self.upsert()} RETURNING 1)"]
+                 f"ups AS ({self.upsert()} RETURNING 1)",
+                 f"jr AS ({self.journal()})"]
         return self._statement(parts, ["late", "sup", "ups"], snapshot)
 
 
@@ -554,7 +582,7 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
         # DIALECT: SQLite runs the same steps one by one (the order matters here: each step
         # is written against the state before the merge, and later steps only see rows the
         # earlier ones could not have touched).
-        for stmt in (*(sql.late_steps() if late_possible else []), sql.supersede(), sql.upsert()):
+        for stmt in (*(sql.late_steps() if late_possible else []), sql.supersede(), sql.journal(), sql.upsert()):
             conn.execute(_binds(stmt), params)
         if snapshot:
             conn.execute(_binds(sql.close_deleted()), params)

@@ -59,7 +59,7 @@ from datarail.errors import WarehouseError
 from datarail.interval import Interval
 from warehouse.engine import compress_wal, transaction
 from warehouse.sqlfiles import SQL_ROOT, statements
-from warehouse.tables import TYPES, ensure_ods, ods_table
+from warehouse.tables import TYPES, changes_name, ensure_ods, history_name, ods_table
 
 log = logging.getLogger(__name__)
 
@@ -323,9 +323,10 @@ def _source_codes(model: Model, catalog: Catalog) -> list[str]:
 def _loads_of(conn: sa.Connection, codes: list[str]) -> list[dict]:
     if not codes:
         return []
-    stmt = (sa.text("SELECT load_id, resource, loaded_at FROM meta.loads WHERE resource IN :codes")
+    stmt = (sa.text("SELECT load_id, resource, method, loaded_at FROM meta.loads WHERE resource IN :codes")
             .bindparams(sa.bindparam("codes", expanding=True))
-            .columns(sa.column("load_id"), sa.column("resource"), sa.column("loaded_at", sa.DateTime())))
+            .columns(sa.column("load_id"), sa.column("resource"), sa.column("method"),
+                     sa.column("loaded_at", sa.DateTime())))
     rows = conn.execute(stmt, {"codes": codes}).mappings()
     return [dict(r) for r in rows]
 
@@ -357,8 +358,12 @@ def _plan(conn: sa.Connection, model: Model, catalog: Catalog, full: bool) -> tu
 
 
 def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: list[dict]) -> int:
-    """Subjects touched by the pending loads: keys of rows they wrote (current) or closed
-    (history), for every source column declared to hold the subject."""
+    """Subjects touched by the pending loads: for every source column declared to hold the
+    subject, the subjects of the versions those loads closed (history ``_closed_at``: updated,
+    deleted; the new version of an updated row has the same key) and of the rows they wrote
+    without closing one (the change journal ``ods.<table>_changes``: new keys, reruns; joined
+    back to the current row unless the column is the key). A first load into an empty table
+    (method ``*-direct``) journals nothing: its scope is every current row of the table."""
     first_key = next(s for s in model.sources if s.keys)
     key_type = TYPES[catalog.resource_by_table(first_key.table).field(first_key.keys[0]).type]()
     scope = sa.Table(SCOPE, sa.MetaData(), sa.Column("key", key_type, primary_key=True), prefixes=["TEMPORARY"])
@@ -366,24 +371,41 @@ def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: li
     scope.create(conn)
     q = conn.dialect.identifier_preparer.quote
     since: dict[str, datetime] = {}
+    direct: set[str] = set()
     for ld in pending:
         since[ld["resource"]] = min(since.get(ld["resource"], ld["loaded_at"]), ld["loaded_at"])
-    # One statement, deduplicated by UNION; each branch reads a change-capture index
-    # (ods ``_loaded_at``, history ``_closed_at``), so its cost follows the change, not the table.
+        if (ld.get("method") or "").endswith("-direct"):
+            direct.add(ld["resource"])
+    # One statement, deduplicated by UNION; each branch reads a change-capture index (journal
+    # and history ``_loaded_at`` / ``_closed_at``), so its cost follows the change, not the table.
     branches, params = [], {}
     for s in model.sources:
         res = catalog.resource_by_table(s.table)
         if res.code not in since:
             continue
         params[f"since_{len(params)}"] = since[res.code]
+        p = f":since_{len(params) - 1}"
+        ods, hist, journal = (f"ods.{q(t)}" for t in (res.table, history_name(res), changes_name(res)))
+        on = " AND ".join(f"o.{q(k)} = c.{q(k)}" for k in res.primary_key)
         for col in s.keys:
-            for tbl, ts in ((res.table, "_loaded_at"), (res.table + "_history", "_closed_at")):
-                branches.append(f"SELECT {q(col)} FROM ods.{q(tbl)} WHERE {ts} >= :since_{len(params) - 1} "
-                                f"AND {q(col)} IS NOT NULL")
+            if res.code in direct:
+                branches.append(f"SELECT {q(col)} FROM {ods} WHERE {q(col)} IS NOT NULL")
+                continue
+            # the closed versions' subjects (updated, deleted)
+            branches.append(f"SELECT {q(col)} FROM {hist} WHERE _closed_at >= {p} AND {q(col)} IS NOT NULL")
+            if list(res.primary_key) == [col]:  # the subject is the key: the keys are the subjects
+                branches.append(f"SELECT {q(col)} FROM {journal} WHERE _loaded_at >= {p}")
+                continue
+            # else the current rows' subjects: of the keys journaled, and of the keys whose
+            # previous version was closed (an update may have changed the subject column)
+            for changed, ts in ((journal, "_loaded_at"), (hist, "_closed_at")):
+                branches.append(f"SELECT o.{q(col)} FROM {changed} c JOIN {ods} o ON {on} "
+                                f"WHERE c.{ts} >= {p} AND o.{q(col)} IS NOT NULL")
     if branches:
-        stmt = sa.text(f"INSERT INTO {SCOPE} (key) " + " UNION ".join(branches)).bindparams(
-            *[sa.bindparam(n, type_=sa.DateTime()) for n in params])
-        conn.execute(stmt, params)
+        sql = f"INSERT INTO {SCOPE} (key) " + " UNION ".join(branches)
+        used = {n: v for n, v in params.items() if f":{n} " in sql + " "}  # a first load's branch binds none
+        stmt = sa.text(sql).bindparams(*[sa.bindparam(n, type_=sa.DateTime()) for n in used])
+        conn.execute(stmt, used)
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {SCOPE}")  # DIALECT: fresh stats for the temp table
     return conn.execute(sa.text(f"SELECT COUNT(*) FROM {SCOPE}")).scalar_one()
@@ -824,7 +846,7 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
                 last_rows = conn.execute(sa.text(
                     "SELECT row_count FROM meta.builds WHERE target = :t ORDER BY finished_at DESC LIMIT 1"),
                     {"t": model.ident}).scalar() or 0
-                _pg_probe(conn, True)  # the change capture reads the _loaded_at / _closed_at indexes
+                _pg_probe(conn, True)  # the change capture reads the journal's / history's indexes
                 scope = _fill_scope(conn, model, catalog, loads)
                 # (a conflict table's size says nothing about its subjects: no switch there)
                 if not model.is_conflicts and scope > max(INCREMENTAL_MIN_KEYS, INCREMENTAL_MAX_SHARE * last_rows):
