@@ -189,10 +189,8 @@ def test_layout_upgrade_moves_change_capture_to_the_journal(warehouse_engine):
     PostgreSQL the table gets its fill factor. A second call changes nothing."""
     r = person_resource()
     old_layout_person(warehouse_engine, A)
-    with warehouse_engine.begin() as c:
-        c.execute(sa.text("CREATE INDEX ods.ix_person__loaded_at ON person (_loaded_at)"
-                          if warehouse_engine.dialect.name == "sqlite"
-                          else "CREATE INDEX ix_person__loaded_at ON ods.person (_loaded_at)"))
+    old = sa.Table("person", sa.MetaData(), sa.Column("_loaded_at"), schema="ods")
+    sa.Index("ix_person__loaded_at", old.c._loaded_at).create(warehouse_engine)
     ensure_ods(warehouse_engine, r)
     journal = [(x[0], str(x[1])[:19]) for x in rows(warehouse_engine, "SELECT resident_id, _loaded_at FROM ods.person_changes")]
     assert journal == [(A, "2026-11-21 01:00:00")]

@@ -150,10 +150,8 @@ def test_values_with_copy_escapes_and_nulls_round_trip_exactly(warehouse_engine)
 
 def test_bulk_first_load_keeps_the_keys_and_indexes_and_a_duplicate_key_rolls_back(warehouse_engine):
     r = person_resource()
-    ensure_ods(warehouse_engine, r)
-    with warehouse_engine.begin() as c:  # a subject index, as scoped base builds add one
-        c.execute(sa.text("CREATE INDEX ods.ix_person_name ON person (name)" if warehouse_engine.dialect.name == "sqlite"
-                          else "CREATE INDEX ix_person_name ON ods.person (name)"))
+    ods, _ = ensure_ods(warehouse_engine, r)
+    sa.Index("ix_person_name", ods.c.name).create(warehouse_engine)  # a subject index, as scoped builds add
     dup = pa.concat_tables([people(5), people(1)])  # resident 0 twice
     with pytest.raises(sa.exc.IntegrityError):
         load(warehouse_engine, r, DAY1, dup.to_pandas())

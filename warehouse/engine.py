@@ -86,6 +86,15 @@ def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+def price_reads_in_memory(conn: sa.Connection) -> None:
+    """DIALECT (PostgreSQL): for the rest of this transaction, a random page read is priced
+    as the in-memory read it is in this warehouse (``random_page_cost`` 1.1, where the default
+    4 assumes spinning disks), so the planner probes indexes for a few keys instead of
+    scanning millions of rows (a 1% merge into 5M rows: 7 s -> 2 s). SQLite: nothing to do."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+
+
 # Per warehouse URL: the value loads and builds set wal_compression to (None: leave it).
 _WAL_COMPRESSION: dict[str, str | None] = {}
 

@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from catalog.models import Resource
-from warehouse.engine import compress_wal
+from warehouse.engine import compress_wal, price_reads_in_memory
 from warehouse.tables import changes_name
 
 log = logging.getLogger(__name__)
@@ -548,14 +548,13 @@ def merge(conn: sa.Connection, resource: Resource, ods: sa.Table, hist: sa.Table
     sql = MergeSQL(resource, ods, hist, conn.dialect)
     if conn.dialect.name == "postgresql":
         # DIALECT: fresh statistics, or the planner guesses the temp tables' size; and
-        # planner settings for this transaction only: the warehouse is in memory far more
-        # than the default random_page_cost (4, spinning disks) assumes, so a delivery of
-        # changes probes the primary key instead of scanning millions of current rows (5M
-        # rows, 1% changed: 7 s -> 2 s), and JIT compiling costs more than these statements
-        # run. A whole snapshot still gets hash joins: the costs decide, with true row counts.
+        # planner settings for this transaction only: a delivery of changes probes the
+        # primary key instead of scanning the current rows (price_reads_in_memory), and JIT
+        # compiling costs more than these statements run. A whole snapshot still gets hash
+        # joins: the costs decide, with true row counts.
         conn.exec_driver_sql(f"ANALYZE {STAGE}")
         conn.exec_driver_sql(f"ANALYZE {KEEP}")
-        conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+        price_reads_in_memory(conn)
         conn.exec_driver_sql("SET LOCAL jit = off")
     deleted = 0
     if conn.dialect.name == "postgresql" and not late_possible:

@@ -57,7 +57,7 @@ import sqlalchemy as sa
 from catalog.models import Catalog
 from datarail.errors import WarehouseError
 from datarail.interval import Interval
-from warehouse.engine import compress_wal, transaction
+from warehouse.engine import compress_wal, price_reads_in_memory, transaction
 from warehouse.sqlfiles import SQL_ROOT, statements
 from warehouse.tables import TYPES, changes_name, ensure_ods, history_name, ods_table
 
@@ -374,7 +374,7 @@ def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: li
     direct: set[str] = set()
     for ld in pending:
         since[ld["resource"]] = min(since.get(ld["resource"], ld["loaded_at"]), ld["loaded_at"])
-        if (ld.get("method") or "").endswith("-direct"):
+        if ld["method"].endswith("-direct"):
             direct.add(ld["resource"])
     # One statement, deduplicated by UNION; each branch reads a change-capture index (journal
     # and history ``_loaded_at`` / ``_closed_at``), so its cost follows the change, not the table.
@@ -383,14 +383,14 @@ def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: li
         res = catalog.resource_by_table(s.table)
         if res.code not in since:
             continue
+        ods, hist, journal = (f"ods.{q(t)}" for t in (res.table, history_name(res), changes_name(res)))
+        if res.code in direct:
+            branches += [f"SELECT {q(col)} FROM {ods} WHERE {q(col)} IS NOT NULL" for col in s.keys]
+            continue
         params[f"since_{len(params)}"] = since[res.code]
         p = f":since_{len(params) - 1}"
-        ods, hist, journal = (f"ods.{q(t)}" for t in (res.table, history_name(res), changes_name(res)))
         on = " AND ".join(f"o.{q(k)} = c.{q(k)}" for k in res.primary_key)
         for col in s.keys:
-            if res.code in direct:
-                branches.append(f"SELECT {q(col)} FROM {ods} WHERE {q(col)} IS NOT NULL")
-                continue
             # the closed versions' subjects (updated, deleted)
             branches.append(f"SELECT {q(col)} FROM {hist} WHERE _closed_at >= {p} AND {q(col)} IS NOT NULL")
             if list(res.primary_key) == [col]:  # the subject is the key: the keys are the subjects
@@ -402,10 +402,9 @@ def _fill_scope(conn: sa.Connection, model: Model, catalog: Catalog, pending: li
                 branches.append(f"SELECT o.{q(col)} FROM {changed} c JOIN {ods} o ON {on} "
                                 f"WHERE c.{ts} >= {p} AND o.{q(col)} IS NOT NULL")
     if branches:
-        sql = f"INSERT INTO {SCOPE} (key) " + " UNION ".join(branches)
-        used = {n: v for n, v in params.items() if f":{n} " in sql + " "}  # a first load's branch binds none
-        stmt = sa.text(sql).bindparams(*[sa.bindparam(n, type_=sa.DateTime()) for n in used])
-        conn.execute(stmt, used)
+        stmt = sa.text(f"INSERT INTO {SCOPE} (key) " + " UNION ".join(branches)).bindparams(
+            *[sa.bindparam(n, type_=sa.DateTime()) for n in params])
+        conn.execute(stmt, params)
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {SCOPE}")  # DIALECT: fresh stats for the temp table
     return conn.execute(sa.text(f"SELECT COUNT(*) FROM {SCOPE}")).scalar_one()
@@ -475,7 +474,7 @@ def _replace_in_parallel(conn: sa.Connection, model: Model, sql: str, params: di
         with transaction(engine) as part:
             _pg_settings(part)
             _pg_probe(part, seqscan == "off")
-            part.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            price_reads_in_memory(part)
             # every parts-th key: sources often cover only part of the key range (at 5M
             # residents, key ranges gave one part twice the other's work)
             part.execute(sa.text(f"CREATE TEMPORARY TABLE {SCOPE} ON COMMIT DROP AS SELECT unnest(:keys) AS key"),
@@ -682,7 +681,7 @@ def _pg_merge_plan(conn: sa.Connection, model: Model) -> None:
         return
     conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
     conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
-    conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+    price_reads_in_memory(conn)
 
 
 def _subjects(conn: sa.Connection, model: Model, catalog: Catalog) -> float:
@@ -857,10 +856,8 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
                     _pg_probe(conn, False)  # many subjects: scans may pay, let the planner choose
             if mode == "full" and not prepared:
                 _pg_merge_plan(conn, model)
-            if mode == "incremental" and conn.dialect.name == "postgresql":
-                # DIALECT: an incremental build probes indexes for its subjects: the data is in
-                # memory, unlike what the default random_page_cost assumes.
-                conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            if mode == "incremental":
+                price_reads_in_memory(conn)  # an incremental build probes indexes for its subjects
             if prepared:
                 _swap_parts(conn, model, slices, prepared[0])
                 rows = prepared[1]
