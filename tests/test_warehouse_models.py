@@ -271,17 +271,19 @@ def test_change_capture_sees_new_keys_reruns_and_first_loads(warehouse_engine):
     load(warehouse_engine, res("identity_card"), D1, [idc(P1, "张三"), idc(P2, "李四", gender="女")])
     load(warehouse_engine, res("marriage_registration"), D1, [marriage("J1", "结婚", P1, "张三", P2, "李四", "2015-05-01")])
     assert build(D1)[0] == "full"
-    # D2: a new resident and a changed one
+    journal = lambda: sorted(r[0] for r in rows(  # noqa: E731
+        warehouse_engine, "SELECT resident_id FROM ods.household_register_changes"))
+    # D2: a new resident and a changed one. D1 was a first load (nothing journaled); D2 wrote
+    # P3 (P1's previous version is in history, closed by D2)
     load(warehouse_engine, res("household_register"), D2, [hr(P3, "王小五"), hr(P1, "张三丰")])
+    assert journal() == [P3]
     assert build(D2) == ("incremental", 2)
+    assert journal() == []  # consumed by the only reader built so far: pruned
     # D2 again with P3's name corrected: replaced in place, no history row; only the journal has it
     load(warehouse_engine, res("household_register"), D2, [hr(P3, "王晓武"), hr(P1, "张三丰")])
+    assert journal() == [P3]
     assert build(D2) == ("incremental", 1)
     assert by_id(warehouse_engine, "base.population", "resident_id")[P3]["name"] == "王晓武"
-    # D1 was a first load (nothing journaled); D2 wrote P3 (P1's previous version is in
-    # history, closed by D2); its rerun P3 again
-    assert sorted(r[0] for r in rows(warehouse_engine, "SELECT resident_id FROM ods.household_register_changes")) \
-        == [P3, P3]
     # D3: the degree register's first load (straight into its empty table): every row counts
     load(warehouse_engine, res("degree_certificate"), D3, [
         {"cert_no": "D1", "resident_id": P1, "name": "张三丰", "school": "浙江大学", "major": "数学", "level": "本科",
@@ -301,6 +303,54 @@ def test_change_capture_sees_new_keys_reruns_and_first_loads(warehouse_engine):
     load(warehouse_engine, res("household_register"), D1, [hr(P1, "张三"), hr(p4, "赵六")])
     assert build(D4) == ("incremental", 1)
     assert by_id(warehouse_engine, "base.population", "resident_id")[p4]["name"] == "赵六"
+
+
+def test_change_journal_keeps_entries_until_every_reader_consumed_them(warehouse_engine):
+    """Journal retention: a build deletes the journal entries of loads that every incremental
+    model reading the table has consumed, and keeps those a built reader has not (here the
+    conflict model, which reads the same registers); a reader never built holds nothing back
+    (its first build is full)."""
+    cat = demo_catalog()
+    pop, conflicts = "base.population", "quality.conflicts.population"
+    journal = lambda: sorted(r[0] for r in rows(  # noqa: E731
+        warehouse_engine, "SELECT resident_id FROM ods.household_register_changes"))
+
+    def build(target, interval):
+        return build_base_libraries(warehouse_engine, cat, interval, only=[target])["builds"][0]
+
+    load_world(warehouse_engine)
+    assert build(pop, D1)["mode"] == "full"
+    load(warehouse_engine, res("household_register"), D2, [hr(P3, "王小五")])
+    assert journal() == [P3]
+    # the conflict model was never built: its first build will be full, so it holds nothing back
+    assert build(pop, D2)["journal_pruned"] == {"household_register_changes": 1}
+    assert journal() == []
+    assert build(conflicts, D2)["mode"] == "full"
+
+    # from now on both readers are built: an entry stays until both consumed its load
+    p4 = "330102198804044567"
+    load(warehouse_engine, res("household_register"), D3, [hr(p4, "赵六")])
+    b = build(pop, D3)
+    assert (b["mode"], b["scope_keys"], b["journal_pruned"]) == ("incremental", 1, {})
+    assert journal() == [p4]  # the conflict model has not read it yet
+    b = build(conflicts, D3)
+    assert (b["mode"], b["scope_keys"]) == ("incremental", 1)  # it found p4 in the journal
+    assert journal() == []
+    # a load pending for one reader keeps its entries even when the other builds again
+    load(warehouse_engine, res("household_register"), D4, [hr(P3, "王晓武"), hr(p4, "赵六", gender="女")])
+    load(warehouse_engine, res("identity_card"), D4, [  # a snapshot: the cards of D1 and a new one
+        idc(P1, "张三"), idc(P2, "李四", "1992-02-02", gender="女"),
+        idc(P3, "王小五", "2015-03-03", valid_to="2020-06-01"), idc("330102197707077777", "钱七")])
+    assert journal() == []  # updates go to history, not to the journal
+    assert build(conflicts, D4)["journal_pruned"] == {}
+    assert rows(warehouse_engine, "SELECT resident_id FROM ods.identity_card_changes") == [("330102197707077777",)]
+    got = build(pop, D4)
+    assert got["journal_pruned"] == {"identity_card_changes": 1}
+    people = by_id(warehouse_engine, "base.population", "resident_id")
+    assert people["330102197707077777"]["name"] == "钱七" and people[p4]["gender"] == "女"
+    state = population_state(warehouse_engine)
+    build_base_libraries(warehouse_engine, cat, D4, full=True, only=[pop])
+    assert population_state(warehouse_engine) == state  # nothing was lost to the pruning
 
 
 def population_state(engine):

@@ -597,6 +597,46 @@ def _record(conn: sa.Connection, model: Model, catalog: Catalog, interval: Inter
     return {"target": model.ident, "mode": mode, "scope_keys": scope, "rows": rows, "duration_s": duration}
 
 
+FAR_FUTURE = datetime(9999, 12, 31)
+
+
+def _prune_journals(conn: sa.Connection, catalog: Catalog, model: Model) -> dict[str, int]:
+    """Retention of the change journals this model reads: an entry goes once every
+    incremental model reading that table has consumed the load that wrote it, since only
+    :func:`_fill_scope` reads the journal, and only from a model's earliest pending load on.
+
+    For each of the model's ods sources, one DELETE of the entries older than the earliest
+    load of that resource still pending for some reader (a reader that was never built does
+    not count: its first build is full); none pending, every entry it can see. One
+    statement, so one snapshot: a load committing meanwhile shows its journal rows and its
+    ``meta.loads`` row together or neither (they commit in one transaction), and its rows
+    stay until its readers consumed it. History is not touched (as-of queries need it).
+    Returns {journal table: entries deleted}."""
+    q = conn.dialect.identifier_preparer.quote
+    pruned: dict[str, int] = {}
+    for s in model.sources:
+        if s.is_base or not s.keys:
+            continue
+        res = catalog.resource_by_table(s.table)
+        readers = sorted({m.ident for m in base_models() if m.can_increment
+                          and any(o.table == s.table and not o.is_base for o in m.sources)})
+        pending = " OR ".join(
+            f"(EXISTS (SELECT 1 FROM meta.builds b WHERE b.target = :m{i}) AND NOT EXISTS ("
+            f"SELECT 1 FROM meta.lineage_loads c WHERE c.target = :m{i} AND c.load_id = l.load_id))"
+            for i in range(len(readers))) or "1 = 0"
+        stmt = sa.text(
+            f"DELETE FROM ods.{q(changes_name(res))} WHERE _loaded_at < COALESCE(("
+            f"SELECT MIN(l.loaded_at) FROM meta.loads l WHERE l.resource = :r AND ({pending})), :never)"
+        ).bindparams(sa.bindparam("never", type_=sa.DateTime()))
+        n = conn.execute(stmt, {"r": res.code, "never": FAR_FUTURE,
+                                **{f"m{i}": ident for i, ident in enumerate(readers)}}).rowcount
+        if n:
+            pruned[changes_name(res)] = n
+    if pruned:
+        log.info("%s: pruned consumed change-journal entries %s", model.ident, pruned)
+    return pruned
+
+
 _INDEXED: set[tuple[str, str]] = set()
 
 
@@ -872,6 +912,7 @@ def build_model(engine: sa.Engine, catalog: Catalog, model: Model, interval: Int
                 hook(conn)
             result = _record(conn, model, catalog, interval, mode=mode, consumed=loads, scope=scope, rows=rows,
                              started=started, t0=t0)
+            result["journal_pruned"] = _prune_journals(conn, catalog, model)
     finally:
         if cleanup:
             try:
