@@ -107,7 +107,8 @@ def history_name(resource: Resource) -> str:
 def changes_table(resource: Resource, metadata: sa.MetaData | None = None) -> sa.Table:
     """``ods.<table>_changes``: the change journal, (primary key, ``_loaded_at``) of every
     current version a merge wrote without closing a version in history (new keys, reruns); a
-    key appears once per such load. Append-only."""
+    key appears once per such load. Merges append; base builds delete what every reader has
+    consumed (``warehouse.models._prune_journals``)."""
     md = metadata if metadata is not None else sa.MetaData()
     name = changes_name(resource)
     if f"ods.{name}" in md.tables:
