@@ -353,6 +353,31 @@ def test_change_journal_keeps_entries_until_every_reader_consumed_them(warehouse
     assert population_state(warehouse_engine) == state  # nothing was lost to the pruning
 
 
+def test_journals_are_pruned_in_one_order_whatever_the_model_lists(warehouse_engine):
+    """Two builds pruning at once lock journal rows in the same order (by table name), so
+    they wait for each other instead of deadlocking: the licence model lists its sources as
+    identity card, degree, marriage, ..., the population model as register, card, marriage,
+    degree, ..."""
+    cat = demo_catalog()
+    load_world(warehouse_engine)
+    deletes = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("DELETE FROM ods."):
+            deletes.append(statement.split()[2].split(".")[1].strip('"'))
+
+    sa.event.listen(warehouse_engine, "before_cursor_execute", seen)
+    try:
+        for target in ("base.licence", "base.population"):
+            deletes.clear()
+            build_base_libraries(warehouse_engine, cat, D1, only=[target])
+            model = next(m for m in base_models() if m.target == target)
+            assert deletes == sorted(f"{s.table}_changes" for s in model.sources if not s.is_base)
+            assert deletes != [f"{s.table}_changes" for s in model.sources if not s.is_base]  # reordered
+    finally:
+        sa.event.remove(warehouse_engine, "before_cursor_execute", seen)
+
+
 def population_state(engine):
     return base_state(engine)["base.population"]
 

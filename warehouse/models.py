@@ -611,12 +611,12 @@ def _prune_journals(conn: sa.Connection, catalog: Catalog, model: Model) -> dict
     statement, so one snapshot: a load committing meanwhile shows its journal rows and its
     ``meta.loads`` row together or neither (they commit in one transaction), and its rows
     stay until its readers consumed it. History is not touched (as-of queries need it).
+    Journals are pruned in the order of their names, whatever the model's order of sources,
+    so two builds pruning at the same time wait for each other instead of deadlocking.
     Returns {journal table: entries deleted}."""
     q = conn.dialect.identifier_preparer.quote
     pruned: dict[str, int] = {}
-    for s in model.sources:
-        if s.is_base or not s.keys:
-            continue
+    for s in sorted({s.table: s for s in model.sources if not s.is_base}.values(), key=lambda s: s.table):
         res = catalog.resource_by_table(s.table)
         readers = sorted({m.ident for m in base_models() if m.can_increment
                           and any(o.table == s.table and not o.is_base for o in m.sources)})
