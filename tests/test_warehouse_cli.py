@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from datarail.cli import main
 from datarail.settings import load_settings
-from tests.warehouse_fixtures import D1, D2, demo_catalog, load
+from tests.warehouse_fixtures import D1, D2, D3, demo_catalog, load
 from warehouse.engine import get_engine
 from warehouse.migrate import migrate
 
@@ -62,6 +62,14 @@ def test_build_asof_and_lineage(run):
     assert {ld["interval_key"] for ld in info["loads"]} == {D1.key, D2.key}
     sums = json.loads(run("warehouse", "checksum", "--json"))
     assert "ods.household_register_history" in sums and "base.population" in sums
+    assert "pending" not in lineage
+    # a load no build has read yet: lineage says the next build will
+    load(get_engine(load_settings()), demo_catalog().resource_by_table("household_register"), D3, [{
+        "resident_id": P1, "name": "张三丰", "gender": "男", "birth_date": "1990-01-01", "division_code": "330102",
+        "address": "浙江省杭州市西湖区文三路1号", "phone": "13812345678", "reg_status": "正常",
+        "updated_at": "2026-11-21 08:00:00"}])
+    text = run("lineage", "base.population")
+    assert "pending, for the next build (1):" in text and D3.key in text and "RK-GA-0001" in text
 
 
 def test_errors_are_reported_not_raised(run):

@@ -520,9 +520,16 @@ def test_lineage_names_resources_and_runs(warehouse_engine):
     cat = demo_catalog()
     load_world(warehouse_engine)
     build_base_libraries(warehouse_engine, cat, D1)
+    assert lineage(warehouse_engine, cat, "base.population")["pending"] == []
     load(warehouse_engine, res("household_register"), D2, [hr(P1, "张三丰")], run_id="second")
+    for target in ("base.population", "quality.conflicts.population"):
+        pending = lineage(warehouse_engine, cat, target)["pending"]  # what the next build reads
+        assert [(ld["resource"], ld["interval_key"], ld["updated"]) for ld in pending] == [("RK-GA-0001", D2.key, 1)]
+    for target in ("base.licence", "base.credit"):  # they do not read the register
+        assert lineage(warehouse_engine, cat, target)["pending"] == []
     build_base_libraries(warehouse_engine, cat, D2)
     info = lineage(warehouse_engine, cat, "base.population")
+    assert info["pending"] == []
     assert {s["resource"] for s in info["sources"]} == {"RK-GA-0001", "RK-GA-0002", "RK-MZ-0001", "RK-JY-0001",
                                                        "RK-RS-0001", "RK-GJJ-0001"}
     psb = next(s for s in info["sources"] if s["resource"] == "RK-GA-0001")

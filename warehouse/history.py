@@ -152,6 +152,7 @@ def lineage(engine: sa.Engine, catalog: Catalog, target: str) -> dict:
                 f"SELECT {loads_cols} FROM meta.lineage_loads ll JOIN meta.loads l ON l.load_id = ll.load_id "
                 "WHERE ll.target = :t ORDER BY l.loaded_at"), {"t": target})
         loads = [dict(r._mapping) for r in loads]
+        pending = _pending_loads(conn, catalog, target, loads_cols) if area not in ("ods", "share") else []
         builds = [dict(r._mapping) for r in conn.execute(sa.text(
             "SELECT mode, interval_key, scope_keys, row_count, finished_at, duration_s FROM meta.builds "
             "WHERE target = :t ORDER BY finished_at DESC LIMIT 5"), {"t": target})]
@@ -161,7 +162,24 @@ def lineage(engine: sa.Engine, catalog: Catalog, target: str) -> dict:
     for s in sources:
         s["unit"] = units.get(s["resource"])
         s["runs"] = sorted({(ld["interval_key"], ld["run_id"]) for ld in loads if ld["resource"] == s["resource"]})
-    return {"target": target, "sources": sources, "loads": loads, "builds": builds}
+    return {"target": target, "sources": sources, "loads": loads, "pending": pending, "builds": builds}
+
+
+def _pending_loads(conn: sa.Connection, catalog: Catalog, target: str, cols: str) -> list[dict]:
+    """The loads of a base model's ods sources that its last build did not consume: what its
+    next build reads (incrementally: their subjects; in full: everything)."""
+    try:
+        model = model_for(target)
+    except WarehouseError:
+        return []
+    codes = sorted({catalog.resource_by_table(s.table).code for s in model.sources if not s.is_base})
+    if not codes:
+        return []
+    stmt = sa.text(
+        f"SELECT {cols} FROM meta.loads l WHERE l.resource IN :codes AND NOT EXISTS ("
+        "SELECT 1 FROM meta.lineage_loads ll WHERE ll.target = :t AND ll.load_id = l.load_id) "
+        "ORDER BY l.loaded_at").bindparams(sa.bindparam("codes", expanding=True))
+    return [dict(r._mapping) for r in conn.execute(stmt, {"codes": codes, "t": model.ident})]
 
 
 # Columns that legitimately differ between two runs of the same interval: wall-clock times

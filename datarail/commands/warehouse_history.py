@@ -202,6 +202,11 @@ def lineage_cmd(table: str, as_json: bool) -> None:
         for ld in info["loads"]:
             click.echo(f"    {ld['loaded_at']}  {ld['resource']:<12} {ld['interval_key']}  +{ld['inserted']} "
                        f"~{ld['updated']} -{ld['deleted']} late {ld['late']}")
+    if info["pending"]:
+        click.echo(f"  pending, for the next build ({len(info['pending'])}):")
+        for ld in info["pending"]:
+            click.echo(f"    {ld['loaded_at']}  {ld['resource']:<12} {ld['interval_key']}  +{ld['inserted']} "
+                       f"~{ld['updated']} -{ld['deleted']} late {ld['late']}")
     for b in info["builds"]:
         click.echo(f"  build {b['finished_at']}  {b['mode']:<11} {b['row_count']} rows  {b['duration_s']:.2f} s")
 
