@@ -278,8 +278,8 @@ def run(n: int) -> dict:
         _settle(engine)
         out["generate_s"] = round(time.perf_counter() - t0, 1)
         full = []
-        for run in range(2):
-            if run:
+        for i in range(2):
+            if i:
                 _settle(engine)  # the cold build's 2 GB of heap and WAL are not the warm build's
             t0 = time.perf_counter()
             b = build_model(engine, catalog, pop, day1, full=True)

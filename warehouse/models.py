@@ -616,10 +616,10 @@ def _prune_journals(conn: sa.Connection, catalog: Catalog, model: Model) -> dict
     Returns {journal table: entries deleted}."""
     q = conn.dialect.identifier_preparer.quote
     pruned: dict[str, int] = {}
-    for s in sorted({s.table: s for s in model.sources if not s.is_base}.values(), key=lambda s: s.table):
-        res = catalog.resource_by_table(s.table)
-        readers = sorted({m.ident for m in base_models() if m.can_increment
-                          and any(o.table == s.table and not o.is_base for o in m.sources)})
+    incremental = [m for m in base_models() if m.can_increment]
+    for table in sorted({s.table for s in model.sources if not s.is_base}):
+        res = catalog.resource_by_table(table)
+        readers = sorted({m.ident for m in incremental if any(o.table == table and not o.is_base for o in m.sources)})
         pending = " OR ".join(
             f"(EXISTS (SELECT 1 FROM meta.builds b WHERE b.target = :m{i}) AND NOT EXISTS ("
             f"SELECT 1 FROM meta.lineage_loads c WHERE c.target = :m{i} AND c.load_id = l.load_id))"
