@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from catalog.models import Catalog, Resource
 from datarail.errors import WarehouseError
-from warehouse.models import SCOPE, Renderer, _typed, base_models, model_for
+from warehouse.models import SCOPE, Renderer, _source_codes, _typed, base_models, model_for
 from warehouse.tables import TYPES, ensure_ods, history_table, ods_table
 
 
@@ -172,7 +172,7 @@ def _pending_loads(conn: sa.Connection, catalog: Catalog, target: str, cols: str
         model = model_for(target)
     except WarehouseError:
         return []
-    codes = sorted({catalog.resource_by_table(s.table).code for s in model.sources if not s.is_base})
+    codes = _source_codes(model, catalog)
     if not codes:
         return []
     stmt = sa.text(

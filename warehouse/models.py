@@ -620,16 +620,14 @@ def _prune_journals(conn: sa.Connection, catalog: Catalog, model: Model) -> dict
     for table in sorted({s.table for s in model.sources if not s.is_base}):
         res = catalog.resource_by_table(table)
         readers = sorted({m.ident for m in incremental if any(o.table == table and not o.is_base for o in m.sources)})
-        pending = " OR ".join(
-            f"(EXISTS (SELECT 1 FROM meta.builds b WHERE b.target = :m{i}) AND NOT EXISTS ("
-            f"SELECT 1 FROM meta.lineage_loads c WHERE c.target = :m{i} AND c.load_id = l.load_id))"
-            for i in range(len(readers))) or "1 = 0"
+        # pending for a reader: a reader built at least once that has not consumed the load
         stmt = sa.text(
             f"DELETE FROM ods.{q(changes_name(res))} WHERE _loaded_at < COALESCE(("
-            f"SELECT MIN(l.loaded_at) FROM meta.loads l WHERE l.resource = :r AND ({pending})), :never)"
-        ).bindparams(sa.bindparam("never", type_=sa.DateTime()))
-        n = conn.execute(stmt, {"r": res.code, "never": FAR_FUTURE,
-                                **{f"m{i}": ident for i, ident in enumerate(readers)}}).rowcount
+            "SELECT MIN(l.loaded_at) FROM meta.loads l WHERE l.resource = :r AND EXISTS ("
+            "SELECT 1 FROM meta.builds b WHERE b.target IN :readers AND NOT EXISTS ("
+            "SELECT 1 FROM meta.lineage_loads c WHERE c.target = b.target AND c.load_id = l.load_id))), :never)"
+        ).bindparams(sa.bindparam("never", type_=sa.DateTime()), sa.bindparam("readers", expanding=True, type_=sa.String()))
+        n = conn.execute(stmt, {"r": res.code, "never": FAR_FUTURE, "readers": readers}).rowcount
         if n:
             pruned[changes_name(res)] = n
     if pruned:

@@ -197,14 +197,10 @@ def lineage_cmd(table: str, as_json: bool) -> None:
                    f"  built {s['built_at'] or '-'}")
         for interval_key, run_id in s["runs"]:
             click.echo(f"       run {interval_key}  {run_id or ''}")
-    if info["loads"]:
-        click.echo(f"  loads ({len(info['loads'])}):")
-        for ld in info["loads"]:
-            click.echo(f"    {ld['loaded_at']}  {ld['resource']:<12} {ld['interval_key']}  +{ld['inserted']} "
-                       f"~{ld['updated']} -{ld['deleted']} late {ld['late']}")
-    if info["pending"]:
-        click.echo(f"  pending, for the next build ({len(info['pending'])}):")
-        for ld in info["pending"]:
+    for title, loads in (("loads", info["loads"]), ("pending, for the next build", info["pending"])):
+        if loads:
+            click.echo(f"  {title} ({len(loads)}):")
+        for ld in loads:
             click.echo(f"    {ld['loaded_at']}  {ld['resource']:<12} {ld['interval_key']}  +{ld['inserted']} "
                        f"~{ld['updated']} -{ld['deleted']} late {ld['late']}")
     for b in info["builds"]:
